@@ -1,0 +1,59 @@
+//! Shared contract of the vault-dispatch tools.
+//!
+//! Everything two tools must agree on lives here and nowhere else: the
+//! action file ([`action::Action`]), the scan line ([`scan::ScanLine`]),
+//! the result ([`result::ActionResult`]), id and secret-name validation
+//! ([`names`]), JSON Lines I/O ([`jsonl`]), the exit-code table
+//! ([`exit::Exit`]) and the one-line error report ([`report`]).
+//!
+//! Wire formats carry a `schema` integer and are only ever extended: readers
+//! of the *stream* ignore unknown fields, while the *action file* rejects
+//! them (a typo there would silently drop a limit).
+
+pub mod action;
+pub mod exit;
+pub mod jsonl;
+pub mod names;
+pub mod result;
+pub mod scan;
+pub mod time;
+
+pub use action::{Action, ActionError, Network, Resources};
+pub use exit::Exit;
+pub use names::{ActionId, NameError, SecretName};
+pub use result::{ActionResult, ContainerInfo, Status};
+pub use scan::ScanLine;
+
+/// Print `tool: message` on stderr, the message being the full error chain
+/// on one line. Newlines inside a message are folded so that one error is
+/// always one line.
+pub fn report(tool: &str, message: impl std::fmt::Display) {
+    let text = message.to_string().replace(['\n', '\r'], " ");
+    eprintln!("{tool}: {text}");
+}
+
+/// This dispatcher's name when `VAULT_DISPATCHER_ID` is not set: the
+/// kernel's hostname.
+pub fn default_dispatcher_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The cache directory when `VAULT_CACHE` is not set:
+/// `$XDG_CACHE_HOME/vault-dispatch`, else `$HOME/.cache/vault-dispatch`.
+pub fn default_cache_dir() -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| std::path::PathBuf::from(h).join(".cache"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/cache"));
+    base.join("vault-dispatch")
+}

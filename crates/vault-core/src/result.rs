@@ -1,0 +1,202 @@
+//! The result, schema 1: `vault/actions/<id>.result.json`, and the result
+//! line run-action prints and result-write reads (the same object).
+//!
+//! ```json
+//! {
+//!   "schema": 1, "id": "publish-1.4.0",
+//!   "status": "running | succeeded | failed | timed_out | rejected | error | abandoned",
+//!   "exit_code": 0, "oom_killed": false,
+//!   "started_at": "RFC 3339", "finished_at": "RFC 3339", "duration_ms": 1234,
+//!   "action_commit": "<sha>", "action_blob": "<sha>",
+//!   "dispatcher": "<dispatcher id>",
+//!   "container": {"id": "...", "image": "...", "image_id": "sha256:..."},
+//!   "logs": "the output's last 64 KiB, every secret value masked",
+//!   "error": "human-readable reason, for rejected / error / abandoned"
+//! }
+//! ```
+//!
+//! `running` is the claim, pushed before anything runs; every other status
+//! is final. Readers ignore unknown fields; writers only ever add fields.
+
+use crate::names::ActionId;
+use serde::{Deserialize, Serialize};
+
+pub const RESULT_SCHEMA: u32 = 1;
+
+/// The most output a result's `logs` keeps: the last 64 KiB.
+pub const MAX_LOGS_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Rejected,
+    Error,
+    Abandoned,
+}
+
+impl Status {
+    pub fn is_final(self) -> bool {
+        self != Status::Running
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Rejected => "rejected",
+            Status::Error => "error",
+            Status::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub schema: u32,
+    pub id: ActionId,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_killed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_blob: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatcher: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ActionResult {
+    /// A result with only the required fields set.
+    pub fn new(id: ActionId, status: Status) -> Self {
+        Self {
+            schema: RESULT_SCHEMA,
+            id,
+            status,
+            exit_code: None,
+            oom_killed: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            action_commit: None,
+            action_blob: None,
+            dispatcher: None,
+            container: None,
+            logs: None,
+            error: None,
+        }
+    }
+
+    /// A final result for an action that never ran (`rejected` or `error`),
+    /// carrying the scan line's provenance and the reason.
+    pub fn not_run(
+        scan: &crate::scan::ScanLine,
+        status: Status,
+        dispatcher: &str,
+        error: impl std::fmt::Display,
+    ) -> Self {
+        let now = crate::time::now_rfc3339();
+        let mut r = Self::new(scan.id.clone(), status);
+        r.action_commit = Some(scan.commit.clone());
+        r.action_blob = scan.blob.clone();
+        r.dispatcher = Some(dispatcher.to_string());
+        r.started_at = Some(now.clone());
+        r.finished_at = Some(now);
+        r.duration_ms = Some(0);
+        r.error = Some(error.to_string().replace(['\n', '\r'], " "));
+        r
+    }
+
+    /// Serialize as the result file's content: pretty JSON with a trailing
+    /// newline, so diffs in the ops repo stay readable.
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_status_names() {
+        let mut r = ActionResult::new(ActionId::parse("a").unwrap(), Status::TimedOut);
+        r.exit_code = Some(137);
+        r.container = Some(ContainerInfo {
+            id: "c".into(),
+            image: "i".into(),
+            image_id: Some("sha256:x".into()),
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.contains(r#""status":"timed_out""#), "{s}");
+        assert!(!s.contains("logs"), "absent fields are omitted: {s}");
+        let back: ActionResult = serde_json::from_slice(&r.to_file_bytes()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn readers_ignore_unknown_fields_but_not_bad_status() {
+        let r: ActionResult =
+            serde_json::from_str(r#"{"schema":1,"id":"a","status":"failed","later":1}"#).unwrap();
+        assert_eq!(r.status, Status::Failed);
+        assert!(
+            serde_json::from_str::<ActionResult>(r#"{"schema":1,"id":"a","status":"ok"}"#).is_err()
+        );
+        assert!(serde_json::from_str::<ActionResult>(
+            r#"{"schema":1,"id":"../a","status":"failed"}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn finality() {
+        assert!(!Status::Running.is_final());
+        for s in [
+            Status::Succeeded,
+            Status::Failed,
+            Status::TimedOut,
+            Status::Rejected,
+            Status::Error,
+            Status::Abandoned,
+        ] {
+            assert!(s.is_final());
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+        }
+    }
+}

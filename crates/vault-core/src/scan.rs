@@ -1,0 +1,96 @@
+//! The scan line: what vault-scan prints, one per pending action, and what
+//! secret-mount and run-action read.
+//!
+//! ```json
+//! {"schema":1,"id":"publish-1.4.0","path":"vault/actions/publish-1.4.0.json",
+//!  "commit":"<sha>","blob":"<sha>","action":{...}}
+//! {"schema":1,"id":"bad","path":"vault/actions/bad.json","commit":"<sha>","error":"..."}
+//! {"schema":1,"id":"x","path":"...","commit":"<sha>","blob":"<sha>","action":{...},"resume":true}
+//! ```
+//!
+//! Exactly one of `action` / `error`. `resume` is present (and true) only
+//! for this dispatcher's own `running` claim that must be reconciled.
+//! `blob` is the git blob id of the action file (the result's
+//! `action_blob`).
+
+use crate::action::Action;
+use crate::names::ActionId;
+use serde::{Deserialize, Serialize};
+
+/// The only folder of the ops repo any tool reads or writes.
+pub const ACTIONS_DIR: &str = "vault/actions";
+
+pub const SCAN_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanLine {
+    #[serde(default = "schema_one")]
+    pub schema: u32,
+    pub id: ActionId,
+    pub path: String,
+    pub commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
+}
+
+fn schema_one() -> u32 {
+    SCAN_SCHEMA
+}
+
+impl ScanLine {
+    /// The action, re-validated, or the reason it cannot run (the scan's own
+    /// error, a mismatched id, or a failed check).
+    pub fn valid_action(&self) -> Result<&Action, String> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let action = self
+            .action
+            .as_ref()
+            .ok_or_else(|| "scan line has neither \"action\" nor \"error\"".to_string())?;
+        if action.id != self.id {
+            return Err(format!(
+                "scan line id {:?} does not match its action's id {:?}",
+                self.id.as_str(),
+                action.id.as_str()
+            ));
+        }
+        action.validate().map_err(|e| e.to_string())?;
+        Ok(action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_and_error_lines() {
+        let ok = r#"{"id":"a","path":"vault/actions/a.json","commit":"c","blob":"b",
+                    "action":{"id":"a","secrets":["T"],"command":["x"]},"future":true}"#;
+        let line: ScanLine = serde_json::from_str(ok).unwrap();
+        assert_eq!(line.schema, 1);
+        assert!(!line.resume);
+        assert_eq!(line.valid_action().unwrap().secrets[0].as_str(), "T");
+        let out = serde_json::to_string(&line).unwrap();
+        assert!(!out.contains("resume") && !out.contains("error"), "{out}");
+
+        let err = r#"{"id":"b","path":"vault/actions/b.json","commit":"c","error":"bad json"}"#;
+        let line: ScanLine = serde_json::from_str(err).unwrap();
+        assert_eq!(line.valid_action().unwrap_err(), "bad json");
+
+        let mismatch = r#"{"id":"a","path":"p","commit":"c","action":{"id":"b","secrets":[],"command":["x"]}}"#;
+        let line: ScanLine = serde_json::from_str(mismatch).unwrap();
+        assert!(line.valid_action().unwrap_err().contains("does not match"));
+
+        let neither = r#"{"id":"a","path":"p","commit":"c"}"#;
+        let line: ScanLine = serde_json::from_str(neither).unwrap();
+        assert!(line.valid_action().is_err());
+    }
+}
