@@ -1,1 +1,398 @@
-//! Test harness (to be written).
+//! Test harness for vault-dispatch: the real testbed seen from Rust tests.
+//!
+//! `scripts/testbed.sh up` starts the parts (dockerd, a git daemon on
+//! 127.0.0.1, age, the busybox runner image) and writes an env file; this
+//! crate reads it and gives each test its own ops repo, secret store and
+//! temp dir. Nothing here is a mock: repos are served by the real git
+//! daemon, secrets are encrypted by the real `age` CLI.
+//!
+//! Tests that need the testbed call [`Testbed::get`], which panics with the
+//! command to run when the testbed is not up: a missing bench is a failed
+//! test, never a silently skipped one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+/// The running testbed's coordinates.
+#[derive(Debug, Clone)]
+pub struct Testbed {
+    pub dir: PathBuf,
+    pub git_base: PathBuf,
+    /// `git://127.0.0.1:PORT`; a repo named `x.git` is at `{git_url}/x.git`.
+    pub git_url: String,
+    /// The busybox runner image, e.g. `vault-runner:test`.
+    pub image: String,
+    /// Whether dockerd has the `runsc` (gVisor) runtime registered.
+    pub runsc: bool,
+}
+
+impl Testbed {
+    /// The testbed, from `VAULT_TESTBED_*` variables or the env file at
+    /// `$VAULT_TESTBED_DIR/env` (default `/tmp/vault-testbed/env`).
+    pub fn get() -> Testbed {
+        let mut vars: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("VAULT_TESTBED_"))
+            .collect();
+        if !vars.contains_key("VAULT_TESTBED_GIT_URL") {
+            let dir = vars
+                .get("VAULT_TESTBED_DIR")
+                .cloned()
+                .unwrap_or_else(|| "/tmp/vault-testbed".into());
+            let env = Path::new(&dir).join("env");
+            let text = std::fs::read_to_string(&env).unwrap_or_else(|_| {
+                panic!(
+                    "the testbed is not up ({} missing): run `scripts/testbed.sh up` as root first",
+                    env.display()
+                )
+            });
+            for line in text.lines() {
+                if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
+                    vars.entry(k.to_string()).or_insert_with(|| v.to_string());
+                }
+            }
+        }
+        let get = |k: &str| {
+            vars.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("testbed env lacks {k}: rerun scripts/testbed.sh up"))
+        };
+        Testbed {
+            dir: get("VAULT_TESTBED_DIR").into(),
+            git_base: get("VAULT_TESTBED_GIT_BASE").into(),
+            git_url: get("VAULT_TESTBED_GIT_URL"),
+            image: get("VAULT_TESTBED_IMAGE"),
+            runsc: get("VAULT_TESTBED_RUNSC") == "1",
+        }
+    }
+}
+
+/// A name unique to this process and call, safe as an action id, repo name
+/// or container suffix.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        nanos
+    )
+}
+
+/// The folder holding the workspace's built binaries: `VAULT_BIN_DIR`, else
+/// the `target/<profile>` folder this test binary was built into.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("VAULT_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/<test-binary>
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Path of one built tool, e.g. `bin("vault-scan")`.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+/// What a finished process left.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Assert the exit code, showing both streams on mismatch.
+    #[track_caller]
+    pub fn fails_with_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.fails_with_code(0)
+    }
+}
+
+/// Run `cmd` with `stdin` piped in; waits at most `limit`.
+pub fn run_with(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let pid = child.id();
+    let deadline = Instant::now() + limit;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(o) => break o.unwrap(),
+            Err(_) if Instant::now() > deadline => {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                panic!("{cmd:?} ran longer than {limit:?}");
+            }
+            Err(_) => continue,
+        }
+    };
+    let _ = feeder.join();
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Run `cmd` with `stdin`, at most 120 s.
+pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
+    run_with(cmd, stdin, Duration::from_secs(120))
+}
+
+/// Run a git command, panicking with its stderr when it fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare ops repo served by the testbed's git daemon, with a scratch clone
+/// to commit to it as a merging human would.
+pub struct OpsRepo {
+    pub bare: PathBuf,
+    /// `git://127.0.0.1:PORT/<name>.git`
+    pub url: String,
+    pub branch: String,
+    scratch: TempDir,
+}
+
+impl OpsRepo {
+    /// A new repo with one commit on `main` holding `README.md` and
+    /// `vault/actions/.keep`.
+    pub fn new(tb: &Testbed) -> OpsRepo {
+        let name = format!("{}.git", unique("ops"));
+        let bare = tb.git_base.join(&name);
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+        let scratch = TempDir::new().unwrap();
+        let work = scratch.path();
+        git(work, &["init", "-q", "-b", "main"]);
+        std::fs::write(work.join("README.md"), "ops repo\n").unwrap();
+        std::fs::create_dir_all(work.join("vault/actions")).unwrap();
+        std::fs::write(work.join("vault/actions/.keep"), "").unwrap();
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-qm", "init"]);
+        let url = format!("{}/{}", tb.git_url, name);
+        git(work, &["remote", "add", "origin", &url]);
+        git(work, &["push", "-q", "origin", "main"]);
+        OpsRepo {
+            bare,
+            url,
+            branch: "main".into(),
+            scratch,
+        }
+    }
+
+    /// Commit files (path, content) on top of the remote branch and push;
+    /// returns the new commit's sha. `None` content deletes the path.
+    pub fn commit(&self, files: &[(&str, Option<&[u8]>)], message: &str) -> String {
+        let work = self.scratch.path();
+        git(work, &["fetch", "-q", "origin", &self.branch]);
+        git(work, &["reset", "-q", "--hard", "FETCH_HEAD"]);
+        for (path, content) in files {
+            let p = work.join(path);
+            match content {
+                Some(c) => {
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(&p, c).unwrap();
+                    git(work, &["add", "--", path]);
+                }
+                None => {
+                    git(work, &["rm", "-q", "--", path]);
+                }
+            }
+        }
+        git(work, &["commit", "-qm", message]);
+        git(work, &["push", "-q", "origin", &format!("HEAD:{}", self.branch)]);
+        git(work, &["rev-parse", "HEAD"])
+    }
+
+    /// Land (approve) `vault/actions/<id>.json` with this content.
+    pub fn land_action(&self, id: &str, json: &str) -> String {
+        let path = format!("vault/actions/{id}.json");
+        self.commit(&[(&path, Some(json.as_bytes()))], &format!("approve {id}"))
+    }
+
+    /// A file's content on the remote branch, if present.
+    pub fn show(&self, path: &str) -> Option<String> {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.bare)
+            .args(["show", &format!("{}:{}", self.branch, path)])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The result file of `id`, parsed, if present on the remote branch.
+    pub fn result(&self, id: &str) -> Option<serde_json::Value> {
+        self.show(&format!("vault/actions/{id}.result.json"))
+            .map(|s| serde_json::from_str(&s).unwrap())
+    }
+
+    /// Commit shas of the remote branch, newest first.
+    pub fn log(&self) -> Vec<String> {
+        git(&self.bare, &["rev-list", &self.branch])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn head(&self) -> String {
+        git(&self.bare, &["rev-parse", &self.branch])
+    }
+
+    /// Install a server-side hook (e.g. `pre-receive`) with this script.
+    pub fn install_hook(&self, name: &str, script: &str) {
+        let p = self.bare.join("hooks").join(name);
+        std::fs::write(&p, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// A secret store: a directory of `<NAME>.age` files and the identity that
+/// decrypts them, made with the real `age-keygen` and `age` CLIs.
+pub struct SecretStore {
+    pub dir: TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+}
+
+impl SecretStore {
+    pub fn new() -> SecretStore {
+        let dir = TempDir::new().unwrap();
+        let identity = dir.path().join("identity.txt");
+        let out = Command::new("age-keygen")
+            .arg("-o")
+            .arg(&identity)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "age-keygen failed");
+        let recipient = Command::new("age-keygen")
+            .arg("-y")
+            .arg(&identity)
+            .output()
+            .unwrap();
+        let recipient = String::from_utf8(recipient.stdout).unwrap().trim().to_string();
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        SecretStore {
+            dir,
+            identity,
+            recipient,
+        }
+    }
+
+    /// The store directory (`VAULT_SECRETS`).
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Encrypt `value` to `<store>/<name>.age` with the `age` CLI; the value
+    /// goes through stdin, never argv.
+    pub fn add(&self, name: &str, value: &[u8]) -> PathBuf {
+        self.add_with(name, value, &[])
+    }
+
+    /// Like [`add`](Self::add), with extra `age` flags (e.g. `["-a"]` for
+    /// armor).
+    pub fn add_with(&self, name: &str, value: &[u8], flags: &[&str]) -> PathBuf {
+        let path = self.store().join(format!("{name}.age"));
+        let mut child = Command::new("age")
+            .args(["-r", &self.recipient])
+            .args(flags)
+            .arg("-o")
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(value).unwrap();
+        assert!(child.wait().unwrap().success(), "age failed");
+        path
+    }
+}
+
+impl Default for SecretStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Run a docker CLI command (for assertions only; the tools use the API).
+pub fn docker(args: &[&str]) -> Output {
+    run_with(
+        Command::new("docker").args(args),
+        b"",
+        Duration::from_secs(60),
+    )
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command (README.md): starts the real testbed, then runs
+# every check CI runs. Needs root (it installs packages and starts dockerd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+    echo "test.sh: cargo not found: install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+env_file=$(scripts/testbed.sh up)
+# shellcheck disable=SC1090
+. "$env_file"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+shellcheck scripts/*.sh dispatcher.sh bench/*.sh .ci/run
+cargo build --workspace --locked
+VAULT_BIN_DIR=$PWD/target/debug cargo test --workspace --locked -- --test-threads="${VAULT_TEST_THREADS:-4}"
+# A test must not dirty the tree.
+git diff --exit-code --stat
