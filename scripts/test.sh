@@ -15,7 +15,7 @@ env_file=$(scripts/testbed.sh up)
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-shellcheck scripts/*.sh dispatcher.sh bench/*.sh .ci/run
+shellcheck scripts/*.sh dispatcher.sh bench/*.sh deploy/runner/*.sh .ci/run
 cargo build --workspace --locked
 VAULT_BIN_DIR=$PWD/target/debug cargo test --workspace --locked -- --test-threads="${VAULT_TEST_THREADS:-4}"
 # A test must not dirty the tree.

@@ -228,8 +228,14 @@ impl OpsRepo {
     /// A new repo with one commit on `main` holding `README.md` and
     /// `vault/actions/.keep`.
     pub fn new(tb: &Testbed) -> OpsRepo {
+        Self::new_in(&tb.git_base, &tb.git_url)
+    }
+
+    /// Like [`new`](Self::new), for another git daemon serving `git_base`
+    /// at `git_url` (e.g. a [`GitDaemon`] a test stops and starts).
+    pub fn new_in(git_base: &Path, git_url: &str) -> OpsRepo {
         let name = format!("{}.git", unique("ops"));
-        let bare = tb.git_base.join(&name);
+        let bare = git_base.join(&name);
         std::fs::create_dir_all(&bare).unwrap();
         git(&bare, &["init", "-q", "--bare", "-b", "main"]);
         let scratch = TempDir::new().unwrap();
@@ -240,7 +246,7 @@ impl OpsRepo {
         std::fs::write(work.join("vault/actions/.keep"), "").unwrap();
         git(work, &["add", "-A"]);
         git(work, &["commit", "-qm", "init"]);
-        let url = format!("{}/{}", tb.git_url, name);
+        let url = format!("{git_url}/{name}");
         git(work, &["remote", "add", "origin", &url]);
         git(work, &["push", "-q", "origin", "main"]);
         OpsRepo {
@@ -395,4 +401,83 @@ pub fn docker(args: &[&str]) -> Output {
         b"",
         Duration::from_secs(60),
     )
+}
+
+/// A `git daemon` of a test's own on 127.0.0.1, which the test can stop
+/// (remote down) and start again on the same port (remote up).
+pub struct GitDaemon {
+    pub base: TempDir,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl GitDaemon {
+    pub fn start() -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut d = GitDaemon {
+            base: TempDir::new().unwrap(),
+            port,
+            child: None,
+        };
+        d.up();
+        d
+    }
+
+    /// `git://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("git://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Start serving (again).
+    pub fn up(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let child = Command::new("git")
+            .args(["daemon", "--reuseaddr", "--listen=127.0.0.1", "--export-all"])
+            .arg("--enable=receive-pack")
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--base-path={}", self.base.path().display()))
+            .arg(self.base.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop serving: connections are refused until [`up`](Self::up).
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "git daemon did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

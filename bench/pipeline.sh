@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Pipeline benchmarks, each a ratio against a baseline measured in the same
+# run on the same dockerd and image:
+#   1. one trivial action through dispatcher.sh --once (scan, claim, secret
+#      mount, run, record, remove) vs a bare `docker run --rm` of the same
+#      locked-down container;                                 target <= 1.15x
+#   2. 100 trivial actions drained by one dispatcher.sh --once vs 100 bare
+#      `docker run --rm` one after another.
+# Usage (root): bench/pipeline.sh [ROUNDS]   (default 10 for 1; 2 runs once)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+rounds=${1:-10}
+many=${VAULT_BENCH_MANY:-100}
+
+env_file=$(scripts/testbed.sh up)
+# shellcheck disable=SC1090
+. "$env_file"
+cargo build --release --locked --quiet
+image=$VAULT_TESTBED_IMAGE
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+git init -q --bare -b main "$work/ops.git"
+git init -q -b main "$work/clone"
+mkdir -p "$work/clone/vault/actions" "$work/secrets"
+age-keygen -o "$work/identity.txt" 2>/dev/null
+printf %s "bench-secret-value" | age -r "$(age-keygen -y "$work/identity.txt")" -o "$work/secrets/TOKEN.age"
+
+export VAULT_BIN_DIR=$root/target/release VAULT_REPO=$work/ops.git VAULT_CACHE=$work/cache \
+    VAULT_IDENTITY=$work/identity.txt VAULT_SECRETS=$work/secrets VAULT_MOUNT_ROOT=$work/mounts \
+    VAULT_RUNNER_IMAGE=$image VAULT_ALLOW_IMAGES=$image VAULT_DISPATCHER_ID=bench
+
+land() { # land N actions named $1-1..$1-N in one commit
+    local prefix=$1 n=$2 i
+    for i in $(seq 1 "$n"); do
+        printf '{"id":"%s-%d","secrets":["TOKEN"],"command":["true"]}\n' "$prefix" "$i" \
+            >"$work/clone/vault/actions/$prefix-$i.json"
+    done
+    git -C "$work/clone" add -A
+    git -C "$work/clone" -c user.name=b -c user.email=b@example.invalid commit -qm "approve $prefix"
+    git -C "$work/clone" push -q "$work/ops.git" main
+}
+
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
+bare_run() {
+    docker run --rm --network none --user 65534:65534 --read-only --cap-drop ALL \
+        --security-opt no-new-privileges --tmpfs /tmp:size=16m --log-driver none \
+        --pids-limit 256 --memory 1g "$image" true
+}
+
+# Warm both paths once (image cache, first fetch).
+bare_run
+land warm 1
+sh dispatcher.sh --once 2>/dev/null
+
+base=0 pipe=0
+for r in $(seq 1 "$rounds"); do
+    t0=$(now); bare_run; t1=$(now)
+    land "one$r" 1
+    t2=$(now); sh dispatcher.sh --once 2>/dev/null; t3=$(now)
+    base=$(calc "$base + $t1 - $t0")
+    pipe=$(calc "$pipe + $t3 - $t2")
+done
+one_ratio=$(calc "$pipe / $base")
+printf 'one action: bare docker run --rm %.3f s, pipeline %.3f s (mean of %d), ratio %.2f\n' \
+    "$(calc "$base / $rounds")" "$(calc "$pipe / $rounds")" "$rounds" "$one_ratio"
+
+t0=$(now)
+for _ in $(seq 1 "$many"); do bare_run; done
+t1=$(now)
+land many "$many"
+t2=$(now); sh dispatcher.sh --once 2>/dev/null; t3=$(now)
+many_ratio=$(calc "($t3 - $t2) / ($t1 - $t0)")
+printf '%d actions: bare runs %.1f s, drained by one --once %.1f s, ratio %.2f\n' \
+    "$many" "$(calc "$t1 - $t0")" "$(calc "$t3 - $t2")" "$many_ratio"
+
+done_count=$(git --git-dir="$work/ops.git" ls-tree --name-only main vault/actions/ | grep -c '^vault/actions/many-.*\.result\.json$' || true)
+echo "results recorded for the $many: $done_count"

@@ -1,0 +1,464 @@
+//! The whole system on the real testbed: dispatcher.sh piping the four built
+//! tools, a real dockerd, git daemons on 127.0.0.1 and real age files, with
+//! the faults a dispatcher host meets: a kill -9 mid-run, the git remote
+//! going down, two dispatchers on one repo, dockerd restarting.
+//!
+//! Starts are counted from `docker events` (container creates carrying the
+//! action's label), not from anything the tools say about themselves.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vault_testkit::{
+    bin_dir, docker, run_with, unique, GitDaemon, OpsRepo, Output, SecretStore, TempDir, Testbed,
+};
+
+/// Tests that restart dockerd take this exclusively; the others share it.
+static DOCKERD: RwLock<()> = RwLock::new(());
+
+fn shared_dockerd() -> RwLockReadGuard<'static, ()> {
+    DOCKERD.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn dispatcher_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dispatcher.sh")
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// One dispatcher host's view: its cache, mount root and id, pointed at an
+/// ops repo and a secret store.
+struct Site {
+    tb: Testbed,
+    url: String,
+    store: PathBuf,
+    identity: PathBuf,
+    cache: TempDir,
+    mounts: TempDir,
+    id: String,
+}
+
+impl Site {
+    fn new(tb: &Testbed, url: &str, secrets: &SecretStore, id: &str) -> Site {
+        Site {
+            tb: tb.clone(),
+            url: url.to_string(),
+            store: secrets.store(),
+            identity: secrets.identity.clone(),
+            cache: TempDir::new().unwrap(),
+            mounts: TempDir::new().unwrap(),
+            id: id.to_string(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("sh");
+        c.arg(dispatcher_sh())
+            .arg("--once")
+            .env("VAULT_BIN_DIR", bin_dir())
+            .env("VAULT_REPO", &self.url)
+            .env("VAULT_BRANCH", "main")
+            .env("VAULT_CACHE", self.cache.path())
+            .env("VAULT_IDENTITY", &self.identity)
+            .env("VAULT_SECRETS", &self.store)
+            .env("VAULT_MOUNT_ROOT", self.mounts.path())
+            .env("VAULT_RUNNER_IMAGE", &self.tb.image)
+            .env("VAULT_ALLOW_IMAGES", &self.tb.image)
+            .env("VAULT_DISPATCHER_ID", &self.id)
+            .env("VAULT_TIMEOUT_S", "60")
+            .env("VAULT_GRACE_S", "2");
+        c
+    }
+
+    fn once(&self) -> Output {
+        run_with(&mut self.command(), b"", Duration::from_secs(240))
+    }
+
+    /// `dispatcher.sh --once` in a process group of its own, so the whole
+    /// tree can be killed as a host crash would.
+    fn spawn(&self) -> Child {
+        self.command()
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Mount points left under this site's mount root.
+    fn mounts_left(&self) -> Vec<String> {
+        let root = self.mounts.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn action(id: &str, secrets: &[&str], script: &str) -> String {
+    serde_json::json!({
+        "id": id,
+        "secrets": secrets,
+        "command": ["sh", "-c", script],
+        "proposed_by": "e2e",
+    })
+    .to_string()
+}
+
+/// Container creates for `id` seen by dockerd since `since` (unix seconds).
+fn creates(id: &str, since: u64) -> usize {
+    let out = docker(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &(now_s() + 1).to_string(),
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=create",
+        "--filter",
+        &format!("label=vault.action={id}"),
+        "--format",
+        "{{.ID}}",
+    ]);
+    out.success();
+    out.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+fn container_state(id: &str) -> Option<String> {
+    let out = docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}}",
+        &format!("vault-{id}"),
+    ]);
+    (out.code == Some(0)).then(|| out.stdout.trim().to_string())
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait for a spawned dispatcher, killing its group if it outlives `limit`.
+fn finish(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            kill_group(&mut child);
+            panic!("dispatcher.sh still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    let pgid = child.id().to_string();
+    let _ = Command::new("kill")
+        .args(["-9", &format!("-{pgid}")])
+        .status();
+    let _ = child.wait();
+}
+
+#[test]
+fn approved_action_runs_once_with_its_secret_masked_and_a_second_pass_changes_nothing() {
+    let _g = shared_dockerd();
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    let canary = format!("canary-{}", unique("v"));
+    secrets.add("API_TOKEN", canary.as_bytes());
+    secrets.add("OTHER", b"not-for-this-action");
+    let site = Site::new(&tb, &repo.url, &secrets, "host-a");
+    let id = unique("ok");
+    let since = now_s();
+    repo.land_action(
+        &id,
+        &action(
+            &id,
+            &["API_TOKEN"],
+            "ls /run/secrets; echo token=$(cat /run/secrets/API_TOKEN); cat /run/vault/action.json",
+        ),
+    );
+
+    let out = site.once();
+    out.success();
+    let result = repo.result(&id).expect("result recorded");
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(result["exit_code"], 0);
+    assert_eq!(result["dispatcher"], "host-a");
+    let logs = result["logs"].as_str().unwrap();
+    assert!(
+        logs.contains("API_TOKEN"),
+        "only the named secret is there: {logs}"
+    );
+    assert!(!logs.contains("OTHER"), "{logs}");
+    assert!(
+        logs.contains("token=***") || logs.contains("token=*"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!("\"id\":\"{id}\"")),
+        "action file visible: {logs}"
+    );
+    for text in [
+        &out.stdout,
+        &out.stderr,
+        logs,
+        &repo
+            .show(&format!("vault/actions/{id}.result.json"))
+            .unwrap(),
+    ] {
+        assert!(!text.contains(&canary), "secret leaked");
+    }
+    assert_eq!(creates(&id, since), 1);
+    assert_eq!(
+        container_state(&id),
+        None,
+        "container removed after the result landed"
+    );
+    assert!(site.mounts_left().is_empty(), "{:?}", site.mounts_left());
+
+    let head = repo.head();
+    site.once().success();
+    assert_eq!(repo.head(), head, "a second pass changes nothing");
+    assert_eq!(creates(&id, since), 1);
+}
+
+#[test]
+fn invalid_and_unrunnable_actions_get_recorded_results_in_one_cycle() {
+    let _g = shared_dockerd();
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    let site = Site::new(&tb, &repo.url, &secrets, "host-a");
+    let bad = unique("bad");
+    let missing = unique("missing");
+    let failing = unique("fails");
+    let since = now_s();
+    repo.commit(
+        &[
+            (
+                &format!("vault/actions/{bad}.json"),
+                Some(
+                    format!(r#"{{"id":"{bad}","secrets":[],"command":["true"],"timeout":5}}"#)
+                        .as_bytes(),
+                ),
+            ),
+            (
+                &format!("vault/actions/{missing}.json"),
+                Some(action(&missing, &["NOT_THERE"], "true").as_bytes()),
+            ),
+            (
+                &format!("vault/actions/{failing}.json"),
+                Some(action(&failing, &[], "echo oops; exit 3").as_bytes()),
+            ),
+        ],
+        "approve three",
+    );
+    let out = site.once();
+    out.success();
+    let r = repo.result(&bad).expect("rejected recorded");
+    assert_eq!(r["status"], "rejected");
+    assert!(
+        r["error"].as_str().unwrap().contains("unknown field"),
+        "{r}"
+    );
+    let r = repo.result(&missing).expect("error recorded");
+    assert_eq!(r["status"], "error");
+    assert!(r["error"].as_str().unwrap().contains("NOT_THERE"), "{r}");
+    let r = repo.result(&failing).expect("failure recorded");
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["exit_code"], 3);
+    assert!(r["logs"].as_str().unwrap().contains("oops"));
+    assert_eq!(creates(&bad, since), 0);
+    assert_eq!(creates(&missing, since), 0);
+    assert_eq!(creates(&failing, since), 1);
+    let head = repo.head();
+    site.once().success();
+    assert_eq!(repo.head(), head);
+}
+
+#[test]
+fn kill_9_of_the_dispatcher_mid_run_never_starts_the_action_twice() {
+    let _g = shared_dockerd();
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    secrets.add("TOKEN", b"kill-nine-secret");
+    let site = Site::new(&tb, &repo.url, &secrets, "host-a");
+    let id = unique("k9");
+    let since = now_s();
+    repo.land_action(&id, &action(&id, &["TOKEN"], "sleep 3; echo finished"));
+
+    let mut child = site.spawn();
+    wait_until("the container to run", Duration::from_secs(120), || {
+        container_state(&id).as_deref() == Some("running")
+    });
+    kill_group(&mut child);
+    assert_eq!(
+        repo.result(&id).unwrap()["status"],
+        "running",
+        "the claim was pushed first"
+    );
+
+    // The next cycle reattaches (or collects) instead of starting again.
+    let out = site.once();
+    out.success();
+    let r = repo.result(&id).unwrap();
+    assert!(
+        r["status"] == "succeeded" || r["status"] == "abandoned",
+        "recovered or abandoned, never silent: {r}"
+    );
+    assert_eq!(creates(&id, since), 1, "exactly one start");
+    assert!(
+        site.mounts_left().is_empty(),
+        "swept: {:?}",
+        site.mounts_left()
+    );
+    assert_eq!(container_state(&id), None);
+}
+
+#[test]
+fn git_remote_down_during_result_write_the_result_arrives_later() {
+    let _g = shared_dockerd();
+    let tb = Testbed::get();
+    let mut daemon = GitDaemon::start();
+    let repo = OpsRepo::new_in(daemon.base.path(), &daemon.url());
+    let secrets = SecretStore::new();
+    let site = Site::new(&tb, &repo.url, &secrets, "host-a");
+    let id = unique("down");
+    let since = now_s();
+    repo.land_action(&id, &action(&id, &[], "sleep 3; echo made-it"));
+
+    let child = site.spawn();
+    wait_until("the container to run", Duration::from_secs(120), || {
+        container_state(&id).as_deref() == Some("running")
+    });
+    daemon.down();
+    let out = finish(child, Duration::from_secs(180));
+    out.fails_with_code(4);
+    daemon.up();
+    assert_eq!(repo.result(&id).unwrap()["status"], "running");
+
+    site.once().success();
+    let r = repo.result(&id).unwrap();
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert!(r["logs"].as_str().unwrap().contains("made-it"));
+    assert_eq!(creates(&id, since), 1);
+    assert_eq!(container_state(&id), None);
+}
+
+#[test]
+fn two_dispatchers_on_one_repo_start_every_action_exactly_once() {
+    let _g = shared_dockerd();
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    secrets.add("TOKEN", b"shared-secret-value");
+    let a = Site::new(&tb, &repo.url, &secrets, "host-a");
+    let b = Site::new(&tb, &repo.url, &secrets, "host-b");
+    let ids: Vec<String> = (0..4).map(|_| unique("pair")).collect();
+    let since = now_s();
+    let files: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| {
+            (
+                format!("vault/actions/{id}.json"),
+                action(id, &["TOKEN"], "sleep 1; echo done"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, Option<&[u8]>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_bytes())))
+        .collect();
+    repo.commit(&refs, "approve four");
+
+    let (ca, cb) = (a.spawn(), b.spawn());
+    let oa = finish(ca, Duration::from_secs(240));
+    let ob = finish(cb, Duration::from_secs(240));
+    oa.success();
+    ob.success();
+    for id in &ids {
+        let r = repo.result(id).unwrap();
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(creates(id, since), 1, "{id} started once");
+    }
+    let head = repo.head();
+    a.once().success();
+    b.once().success();
+    assert_eq!(repo.head(), head);
+}
+
+#[test]
+fn dockerd_restarting_mid_run_neither_hangs_nor_duplicates() {
+    let _g = DOCKERD.write().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    let site = Site::new(&tb, &repo.url, &secrets, "host-a");
+    let id = unique("dockerd");
+    let since = now_s();
+    repo.land_action(&id, &action(&id, &[], "sleep 20; echo survived"));
+
+    let child = site.spawn();
+    wait_until("the container to run", Duration::from_secs(120), || {
+        container_state(&id).as_deref() == Some("running")
+    });
+    restart_dockerd(&tb);
+    let first = finish(child, Duration::from_secs(180)).stderr;
+    // Whatever the first pass made of it, a final result lands within a
+    // further pass, and the action was created once.
+    if repo
+        .result(&id)
+        .map(|r| r["status"] == "running")
+        .unwrap_or(true)
+    {
+        site.once();
+    }
+    let r = repo.result(&id).unwrap();
+    assert!(
+        r["status"] != "running",
+        "final result recorded: {r}; first pass: {first}"
+    );
+    assert_eq!(creates(&id, since), 1);
+}
+
+fn restart_dockerd(tb: &Testbed) {
+    let pidfile = tb.dir.join("docker/dockerd.pid");
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("dockerd was started by scripts/testbed.sh (its pid file is missing)");
+    let _ = Command::new("kill").arg(pid.trim()).status();
+    wait_until("dockerd to stop", Duration::from_secs(60), || {
+        !Path::new(&format!("/proc/{}", pid.trim())).exists()
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testbed.sh");
+    let out = run_with(
+        Command::new("bash").arg(script).arg("up"),
+        b"",
+        Duration::from_secs(120),
+    );
+    out.success();
+}
