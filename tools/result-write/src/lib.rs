@@ -1,6 +1,510 @@
-//! result-write (not yet implemented).
+//! result-write: record results in the ops repo.
+//!
+//! Reads every line on stdin first: result lines ([`vault_core::ActionResult`]),
+//! or with `--claim` scan lines ([`vault_core::ScanLine`]), each turned into
+//! a `running` claim (`started_at` now, `action_commit` = the scan's
+//! `commit`, `action_blob` = its `blob`, `dispatcher` = this dispatcher).
+//! Scan lines carrying an `error` are not claimed (a note on stderr).
+//!
+//! All results of one call (and everything spooled before) go into one
+//! commit on the fetched branch tip, authored and committed by
+//! `<dispatcher id> <<id>@vault-dispatch.invalid>`, pushed without force.
+//! Only `vault/actions/<id>.result.json` is ever written.
+//!
+//! Per result, against the file already on the branch:
+//!
+//! | new | already there | outcome |
+//! | --- | --- | --- |
+//! | any | nothing | written |
+//! | `running` | our own `running` claim | already recorded (no commit) |
+//! | `running` | anything else | lost race: nothing written, exit 3 |
+//! | final | a `running` claim | written |
+//! | final | the identical result | already recorded (no commit) |
+//! | final | another final (or unreadable) result | kept, nothing written, exit 3 |
+//!
+//! A push the remote rejects as non-fast-forward (the branch moved) is a
+//! lost compare-and-swap: fetch, decide again on the new tip, retry
+//! (`--tries`, jittered backoff). A ref the server refuses for another
+//! reason (e.g. a pre-receive hook) is a failure (exit 1); the refused final
+//! results are moved to `<cache>/spool/<key>/rejected/` so nothing is lost.
+//! An unreachable remote: final results stay spooled and the next call
+//! (or `--flush`) pushes them first, exit 4; a claim is never spooled (a
+//! claim that was not pushed is no claim), exit 4.
+//!
+//! stdout, one line per recorded result (also those that were already
+//! there, and spooled ones delivered by this call):
+//!
+//! ```json
+//! {"id":"publish-1.4.0","status":"succeeded","commit":"<sha of a branch commit holding it>"}
+//! ```
+//!
+//! Exit: 0 all recorded; 1 failure (bad input line — reported, the other
+//! lines still processed — or a refused push); 2 usage; 3 lost race / kept
+//! existing result; 4 remote unreachable. When several apply: 1, then 4,
+//! then 3.
 
-pub fn run() -> std::process::ExitCode {
-    vault_core::report("result-write", "not implemented yet");
-    vault_core::Exit::Failure.into()
+pub mod cli;
+pub mod spool;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use git2::{ObjectType, Oid, Repository, Signature};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vault_core::{jsonl, report, ActionResult, Exit, ScanLine, Status};
+use vault_git::{GitError, Ops};
+
+const TOOL: &str = "result-write";
+
+/// One result to record, and where it is spooled (finals only).
+struct Item {
+    result: ActionResult,
+    bytes: Vec<u8>,
+    spooled: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Write,
+    Already,
+    /// Lost race or kept an existing different result: the reason.
+    NotWritten(String),
+}
+
+/// The stdout line.
+#[derive(Serialize)]
+struct Recorded<'a> {
+    id: &'a str,
+    status: Status,
+    commit: String,
+}
+
+#[derive(Default)]
+struct Tally {
+    failed: bool,
+    retry_later: bool,
+    lost: bool,
+}
+
+impl Tally {
+    fn exit(&self) -> Exit {
+        if self.failed {
+            Exit::Failure
+        } else if self.retry_later {
+            Exit::RetryLater
+        } else if self.lost {
+            Exit::LostRace
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
+pub fn run() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let stdin = std::io::stdin();
+    match record(&cli, stdin.lock(), &mut std::io::stdout().lock()) {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            if jsonl::is_broken_pipe(e.as_ref()) {
+                return Exit::Ok.into();
+            }
+            let code = match e.downcast_ref::<GitError>() {
+                Some(g) if g.is_unreachable() => Exit::RetryLater,
+                _ => Exit::Failure,
+            };
+            report(TOOL, format!("{e:#}"));
+            code.into()
+        }
+    }
+}
+
+fn read_input(
+    cli: &cli::Cli,
+    me: &str,
+    input: impl BufRead,
+    tally: &mut Tally,
+) -> Vec<ActionResult> {
+    let mut out = Vec::new();
+    if cli.flush {
+        return out;
+    }
+    if cli.claim {
+        for line in jsonl::Reader::<_, ScanLine>::new(input) {
+            match line {
+                Err(e) => {
+                    report(TOOL, format!("{e}"));
+                    tally.failed = true;
+                }
+                Ok(scan) if scan.error.is_some() => {
+                    report(
+                        TOOL,
+                        format!("{}: the scan line is an error line; not claimed", scan.id),
+                    );
+                }
+                Ok(scan) => {
+                    let mut r = ActionResult::new(scan.id.clone(), Status::Running);
+                    r.started_at = Some(vault_core::time::now_rfc3339());
+                    r.action_commit = Some(scan.commit.clone());
+                    r.action_blob = scan.blob.clone();
+                    r.dispatcher = Some(me.to_string());
+                    out.push(r);
+                }
+            }
+        }
+    } else {
+        for line in jsonl::Reader::<_, ActionResult>::new(input) {
+            match line {
+                Err(e) => {
+                    report(TOOL, format!("{e}"));
+                    tally.failed = true;
+                }
+                Ok(mut r) => {
+                    if r.dispatcher.as_deref().is_none_or(str::is_empty) {
+                        r.dispatcher = Some(me.to_string());
+                    }
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Read the input, record it, write the stdout lines; the exit code.
+pub fn record(
+    cli: &cli::Cli,
+    input: impl BufRead,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<Exit> {
+    let me = cli.repo.dispatcher()?;
+    let mut tally = Tally::default();
+    let fresh = read_input(cli, &me, input, &mut tally);
+    let ops = cli.repo.open()?;
+    let spool_dir = ops.spool_dir();
+
+    let mut items = Vec::new();
+    for path in spool::list(&spool_dir)
+        .with_context(|| format!("cannot list the spool {}", spool_dir.display()))?
+    {
+        let parsed = std::fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| serde_json::from_slice::<ActionResult>(&b).map_err(Into::into));
+        match parsed {
+            Ok(result) => items.push(Item {
+                bytes: result.to_file_bytes(),
+                result,
+                spooled: Some(path),
+            }),
+            Err(e) => {
+                let to = spool::reject(&spool_dir, &path).unwrap_or(path);
+                report(
+                    TOOL,
+                    format!(
+                        "spooled file is not a result ({e}); moved to {}",
+                        to.display()
+                    ),
+                );
+                tally.failed = true;
+            }
+        }
+    }
+    for result in fresh {
+        // Write-ahead: a final result is on disk before any network traffic.
+        let spooled = if result.status.is_final() {
+            Some(spool::write(&spool_dir, &result).with_context(|| {
+                format!(
+                    "cannot spool the result of {} in {}",
+                    result.id,
+                    spool_dir.display()
+                )
+            })?)
+        } else {
+            None
+        };
+        items.push(Item {
+            bytes: result.to_file_bytes(),
+            result,
+            spooled,
+        });
+    }
+    if items.is_empty() {
+        return Ok(tally.exit());
+    }
+
+    match deliver(cli, &ops, &me, &items) {
+        Ok((commit, outcomes)) => {
+            let mut writer = jsonl::Writer::new(out);
+            for (item, outcome) in items.iter().zip(&outcomes) {
+                match outcome {
+                    Outcome::Write | Outcome::Already => {
+                        writer.write(&Recorded {
+                            id: item.result.id.as_str(),
+                            status: item.result.status,
+                            commit: commit.to_string(),
+                        })?;
+                    }
+                    Outcome::NotWritten(why) => {
+                        report(TOOL, format!("{}: {why}; nothing written", item.result.id));
+                        tally.lost = true;
+                    }
+                }
+                if let Some(p) = &item.spooled {
+                    if let Err(e) = spool::remove(p) {
+                        report(TOOL, format!("cannot remove {}: {e}", p.display()));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let unreachable = e
+                .downcast_ref::<GitError>()
+                .is_some_and(|g| g.is_unreachable());
+            let spooled = items.iter().filter(|i| i.spooled.is_some()).count();
+            let claims = items.len() - spooled;
+            if unreachable {
+                tally.retry_later = true;
+                report(
+                    TOOL,
+                    format!(
+                        "{e:#}; {spooled} result(s) spooled in {} for the next call{}",
+                        spool_dir.display(),
+                        if claims > 0 {
+                            "; claims are not spooled"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            } else {
+                tally.failed = true;
+                let refused = matches!(
+                    e.downcast_ref::<GitError>(),
+                    Some(GitError::Rejected { .. })
+                );
+                let mut kept = String::new();
+                if refused && spooled > 0 {
+                    for p in items.iter().filter_map(|i| i.spooled.as_ref()) {
+                        if let Err(m) = spool::reject(&spool_dir, p) {
+                            report(TOOL, format!("cannot move {} aside: {m}", p.display()));
+                        }
+                    }
+                    kept = format!(
+                        "; {spooled} result(s) kept in {}",
+                        spool_dir.join("rejected").display()
+                    );
+                } else if spooled > 0 {
+                    kept = format!("; {spooled} result(s) stay spooled for the next call");
+                }
+                report(TOOL, format!("{e:#}{kept}"));
+            }
+        }
+    }
+    Ok(tally.exit())
+}
+
+/// Fetch, decide, commit, push; retry on a moved branch. Returns the commit
+/// that holds the recorded results and each item's outcome.
+fn deliver(
+    cli: &cli::Cli,
+    ops: &Ops,
+    me: &str,
+    items: &[Item],
+) -> anyhow::Result<(Oid, Vec<Outcome>)> {
+    let repo = ops.repo();
+    let mut last_err = None;
+    for attempt in 0..cli.tries {
+        if attempt > 0 {
+            backoff(attempt);
+        }
+        let base = ops.fetch()?;
+        let (outcomes, writes) = decide(repo, base, me, items)?;
+        if writes.is_empty() {
+            return Ok((base, outcomes));
+        }
+        let commit = make_commit(repo, base, me, items, &outcomes, &writes)?;
+        match ops.push(commit, base) {
+            Ok(()) => return Ok((commit, outcomes)),
+            Err(GitError::NonFastForward) => {
+                last_err = Some(GitError::NonFastForward);
+            }
+            Err(e @ GitError::Rejected { .. }) => {
+                // A refused ref may still be a lost race: did the branch move?
+                if ops.fetch()? == base {
+                    return Err(e.into());
+                }
+                last_err = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(anyhow!(
+        "the branch kept moving: gave up after {} tries ({})",
+        cli.tries,
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+fn backoff(attempt: u32) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let base_ms = 40u64 << attempt.min(4);
+    let jitter = u64::from(nanos ^ std::process::id()) % base_ms.max(1);
+    std::thread::sleep(std::time::Duration::from_millis(base_ms + jitter));
+}
+
+/// Each item's outcome, and per file name to write the index of its item.
+type Decision = (Vec<Outcome>, Vec<(String, usize)>);
+
+/// What is at `vault/actions/<id>.result.json`.
+enum Existing {
+    None,
+    Result(Box<ActionResult>, Vec<u8>),
+    Unreadable(String),
+}
+
+fn existing(repo: &Repository, actions: Option<&git2::Tree<'_>>, name: &str) -> Existing {
+    let Some(entry) = actions.and_then(|t| t.get_name(name)) else {
+        return Existing::None;
+    };
+    if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
+        return Existing::Unreadable("it is not a regular file".into());
+    }
+    match repo.find_blob(entry.id()) {
+        Ok(b) => match serde_json::from_slice::<ActionResult>(b.content()) {
+            Ok(r) => Existing::Result(Box::new(r), b.content().to_vec()),
+            Err(e) => Existing::Unreadable(format!("it is not a valid result: {e}")),
+        },
+        Err(e) => Existing::Unreadable(e.message().to_string()),
+    }
+}
+
+/// Decide each item against the tree at `base` (and the items before it).
+/// Returns the outcomes and, per id to write, the index of the item.
+fn decide(repo: &Repository, base: Oid, me: &str, items: &[Item]) -> anyhow::Result<Decision> {
+    let tree = match vault_git::actions_tree_id(repo, base)? {
+        Some(t) => Some(repo.find_tree(t).context("cannot read vault/actions")?),
+        None => None,
+    };
+    let mut pending: HashMap<String, usize> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let r = &item.result;
+        let name = format!("{}.result.json", r.id);
+        let current = match pending.get(&name) {
+            Some(&j) => Existing::Result(Box::new(items[j].result.clone()), items[j].bytes.clone()),
+            None => existing(repo, tree.as_ref(), &name),
+        };
+        let outcome = match current {
+            Existing::None => Outcome::Write,
+            Existing::Unreadable(why) => {
+                Outcome::NotWritten(format!("{name} is already there but {why}; it is kept"))
+            }
+            Existing::Result(old, old_bytes) => {
+                if r.status == Status::Running {
+                    if old.status == Status::Running && old.dispatcher.as_deref() == Some(me) {
+                        Outcome::Already
+                    } else if old.status == Status::Running {
+                        Outcome::NotWritten(format!(
+                            "lost the race: claimed by dispatcher {:?}",
+                            old.dispatcher.as_deref().unwrap_or("")
+                        ))
+                    } else {
+                        Outcome::NotWritten(format!(
+                            "lost the race: it already has a {} result",
+                            old.status
+                        ))
+                    }
+                } else if !old.status.is_final() {
+                    Outcome::Write
+                } else if old_bytes == item.bytes {
+                    Outcome::Already
+                } else {
+                    Outcome::NotWritten(format!(
+                        "a {} result is already recorded and is kept (new: {})",
+                        old.status, r.status
+                    ))
+                }
+            }
+        };
+        if outcome == Outcome::Write {
+            pending.insert(name, i);
+        }
+        outcomes.push(outcome);
+    }
+    let mut writes: Vec<(String, usize)> = pending.into_iter().collect();
+    writes.sort();
+    Ok((outcomes, writes))
+}
+
+fn make_commit(
+    repo: &Repository,
+    base: Oid,
+    me: &str,
+    items: &[Item],
+    outcomes: &[Outcome],
+    writes: &[(String, usize)],
+) -> anyhow::Result<Oid> {
+    let parent = repo.find_commit(base)?;
+    let root = parent.tree()?;
+    let vault = match root.get_name("vault") {
+        None => None,
+        Some(e) if e.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+        Some(_) => return Err(anyhow!("\"vault\" on the branch is not a folder")),
+    };
+    let actions = match vault.as_ref().and_then(|v| v.get_name("actions")) {
+        None => None,
+        Some(e) if e.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+        Some(_) => return Err(anyhow!("\"vault/actions\" on the branch is not a folder")),
+    };
+    let mut tb = repo.treebuilder(actions.as_ref())?;
+    for (name, i) in writes {
+        let blob = repo.blob(&items[*i].bytes)?;
+        tb.insert(name, blob, 0o100644)?;
+    }
+    let actions_id = tb.write()?;
+    let mut vb = repo.treebuilder(vault.as_ref())?;
+    vb.insert("actions", actions_id, 0o040000)?;
+    let vault_id = vb.write()?;
+    let mut rb = repo.treebuilder(Some(&root))?;
+    rb.insert("vault", vault_id, 0o040000)?;
+    let tree = repo.find_tree(rb.write()?)?;
+
+    let written: Vec<&Item> = items
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| **o == Outcome::Write)
+        .map(|(i, _)| i)
+        .collect();
+    let message = match written.as_slice() {
+        [one] => format!("vault: {} {}\n", one.result.id, one.result.status),
+        many => {
+            let mut m = format!("vault: record {} results\n\n", many.len());
+            for i in many {
+                m.push_str(&format!("{} {}\n", i.result.id, i.result.status));
+            }
+            m
+        }
+    };
+    let email: String = me
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let sig = Signature::now(me, &format!("{email}@vault-dispatch.invalid"))
+        .context("cannot make the commit signature")?;
+    let oid = repo
+        .commit(None, &sig, &sig, &message, &tree, &[&parent])
+        .context("cannot create the commit")?;
+    Ok(oid)
 }

@@ -1,6 +1,143 @@
-//! run-action (not yet implemented).
+//! run-action: run one approved action in a locked-down container.
+//!
+//! Reads ONE scan line ([`vault_core::ScanLine`]) on stdin — the first
+//! non-blank line; anything after it is not read. Streams the container's
+//! output, every secret value masked ([`mask`]), to stderr as it comes, and
+//! prints exactly one [`vault_core::ActionResult`] line on stdout.
+//!
+//! Exit status: 0 the action succeeded; 5 a result line was printed whose
+//! status is not `succeeded`; 1 no result line could be printed (stdin held
+//! no line naming a valid id, or stdout failed); 2 usage.
+//!
+//! `run-action rm <id>` removes the exited container `vault-<id>`, its
+//! journal and its action file once the result is durably recorded: exit 0
+//! (also when already gone), 1 refused or failed (a running container, a
+//! container run-action did not create), 4 the daemon is unreachable.
+//!
+//! Secrets: `VAULT_SECRETS_DIR` holds one file per secret (secret-mount
+//! makes it). run-action reads the files the action names to learn what to
+//! mask, and binds the directory read-only at `/run/secrets`. If the action
+//! names no secrets and the variable is unset, there is no `/run/secrets`.
 
-pub fn run() -> std::process::ExitCode {
-    vault_core::report("run-action", "not implemented yet");
-    vault_core::Exit::Failure.into()
+pub mod cli;
+pub mod engine;
+pub mod journal;
+pub mod mask;
+pub mod output;
+pub mod policy;
+
+use clap::Parser;
+use std::process::ExitCode;
+use vault_core::jsonl::{self, Writer};
+use vault_core::{ActionResult, Exit, ScanLine, Status};
+
+const TOOL: &str = "run-action";
+
+pub fn run() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let cache = cli
+        .cache
+        .clone()
+        .unwrap_or_else(vault_core::default_cache_dir);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            vault_core::report(TOOL, format_args!("cannot start the async runtime: {e}"));
+            return Exit::Failure.into();
+        }
+    };
+    match cli.command {
+        Some(cli::Command::Rm { id }) => {
+            if let Err(e) = vault_core::ActionId::parse(&id) {
+                vault_core::report(TOOL, format_args!("rm: {e}"));
+                return Exit::Usage.into();
+            }
+            match runtime.block_on(engine::rm(&cache, &id)) {
+                Ok(()) => Exit::Ok.into(),
+                Err(e) => {
+                    vault_core::report(TOOL, format_args!("rm {id}: {e}"));
+                    match e {
+                        engine::RmError::Unreachable(_) => Exit::RetryLater.into(),
+                        _ => Exit::Failure.into(),
+                    }
+                }
+            }
+        }
+        None => {
+            let dispatcher = cli
+                .run
+                .dispatcher_id
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(vault_core::default_dispatcher_id);
+            let result = match read_scan_line() {
+                Ok(scan) => {
+                    let ctx = engine::Ctx {
+                        args: &cli.run,
+                        cache: &cache,
+                        dispatcher: &dispatcher,
+                    };
+                    runtime.block_on(engine::execute(&scan, &ctx))
+                }
+                Err(Unusable::WithId(id, message)) => {
+                    vault_core::report(TOOL, format_args!("{id}: rejected: {message}"));
+                    let mut r = ActionResult::new(id, Status::Rejected);
+                    r.dispatcher = Some(dispatcher.clone());
+                    let now = vault_core::time::now_rfc3339();
+                    r.started_at = Some(now.clone());
+                    r.finished_at = Some(now);
+                    r.duration_ms = Some(0);
+                    r.error = Some(message);
+                    r
+                }
+                Err(Unusable::NoId(message)) => {
+                    vault_core::report(TOOL, message);
+                    return Exit::Failure.into();
+                }
+            };
+            // The runtime (and with it any connection) is done before the
+            // result is printed.
+            drop(runtime);
+            print_result(&result)
+        }
+    }
+}
+
+enum Unusable {
+    WithId(vault_core::ActionId, String),
+    NoId(String),
+}
+
+fn read_scan_line() -> Result<ScanLine, Unusable> {
+    let stdin = std::io::stdin().lock();
+    let mut reader = jsonl::Reader::<_, ScanLine>::new(stdin);
+    match reader.next() {
+        None => Err(Unusable::NoId("no scan line on stdin".into())),
+        Some(Ok(scan)) => Ok(scan),
+        Some(Err(e)) => match e.id.clone() {
+            Some(id) => Err(Unusable::WithId(
+                id,
+                format!("invalid scan line: {}", e.message),
+            )),
+            None => Err(Unusable::NoId(format!("invalid scan line on stdin: {e}"))),
+        },
+    }
+}
+
+fn print_result(result: &ActionResult) -> ExitCode {
+    let mut out = Writer::new(std::io::stdout().lock());
+    if let Err(e) = out.write(result) {
+        if !jsonl::is_broken_pipe(&e) {
+            vault_core::report(TOOL, format_args!("cannot write the result: {e}"));
+        }
+        return Exit::Failure.into();
+    }
+    if result.status == Status::Succeeded {
+        Exit::Ok.into()
+    } else {
+        Exit::NotSucceeded.into()
+    }
 }

@@ -1,0 +1,35 @@
+//! The command line of result-write.
+
+use clap::Parser;
+
+/// Record results in the ops repo: write `vault/actions/<id>.result.json`,
+/// commit as this dispatcher, push (never by force).
+///
+/// stdin: result lines (`vault_core::ActionResult`), or with `--claim` scan
+/// lines, each becoming a `running` claim. stdout: one line per recorded
+/// result, `{"id":"...","status":"...","commit":"<sha holding it>"}`.
+///
+/// Exit codes: 0 all recorded; 1 failure (a bad input line, the server
+/// refused the push); 2 usage; 3 lost race (a claim found another
+/// dispatcher's result, or a final result found a different final result:
+/// nothing written for it); 4 remote unreachable (final results are
+/// spooled and pushed by the next call; a claim is not spooled).
+#[derive(Debug, Parser)]
+#[command(name = "result-write", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub repo: vault_git::RepoArgs,
+
+    /// Read scan lines on stdin and write a `running` claim for each
+    #[arg(long, conflicts_with = "flush")]
+    pub claim: bool,
+
+    /// Only push the results spooled by earlier calls (stdin is not read)
+    #[arg(long)]
+    pub flush: bool,
+
+    /// Push attempts when the branch moves under us
+    #[arg(long, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub tries: u32,
+}

@@ -1,0 +1,185 @@
+//! Command line of run-action. Every flag also reads its environment
+//! variable, so one exported environment configures the whole pipeline.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Run one approved action in a locked-down container.
+///
+/// Reads ONE scan line on stdin, runs the action through the Docker Engine
+/// API, streams the container's output (every secret value masked) to
+/// stderr and prints exactly one result line on stdout.
+///
+/// Exit status: 0 the action succeeded; 5 a result line was printed whose
+/// status is not `succeeded`; 1 no result line could be printed; 2 usage.
+#[derive(Debug, Parser)]
+#[command(name = "run-action", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Cache directory: holds the journal (`<cache>/journal/<id>`) and the
+    /// per-run action file (`<cache>/run/<id>/action.json`).
+    #[arg(long, env = "VAULT_CACHE", global = true)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Remove the exited container `vault-<id>` and its journal and action
+    /// file, once the result is durably recorded. Refuses a running
+    /// container; exits 0 also when it is already gone.
+    Rm {
+        /// The action id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// This dispatcher's name, in labels and results [default: hostname].
+    #[arg(long, env = "VAULT_DISPATCHER_ID")]
+    pub dispatcher_id: Option<String>,
+
+    /// Image for actions that name none.
+    #[arg(long, env = "VAULT_RUNNER_IMAGE")]
+    pub runner_image: Option<String>,
+
+    /// Comma-separated image refs (`*` globs) an action may use; empty
+    /// refuses every image.
+    #[arg(long, env = "VAULT_ALLOW_IMAGES", default_value = "")]
+    pub allow_images: String,
+
+    /// Timeout in seconds for actions that set none.
+    #[arg(long, env = "VAULT_TIMEOUT_S", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_s: u64,
+
+    /// Upper bound on any action's timeout_s [default: none].
+    #[arg(long, env = "VAULT_MAX_TIMEOUT_S",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_timeout_s: Option<u64>,
+
+    /// Seconds between SIGTERM and SIGKILL when an action times out.
+    #[arg(long, env = "VAULT_GRACE_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub grace_s: u64,
+
+    /// uid:gid the runner runs as (uid 0 is refused).
+    #[arg(long, env = "VAULT_RUNNER_USER", default_value = "65534:65534",
+          value_parser = parse_runner_user)]
+    pub runner_user: RunnerUser,
+
+    /// Memory cap in MiB (no swap); an action's memory_mb is capped to it.
+    #[arg(long, env = "VAULT_MAX_MEMORY_MB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(6..))]
+    pub max_memory_mb: u64,
+
+    /// CPU cap; an action's cpus is capped to it.
+    #[arg(long, env = "VAULT_MAX_CPUS", default_value_t = 2.0,
+          value_parser = parse_cpus)]
+    pub max_cpus: f64,
+
+    /// Process-count cap; an action's pids is capped to it.
+    #[arg(long, env = "VAULT_MAX_PIDS", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pids: u64,
+
+    /// Let actions that ask for `"network": "bridge"` have it (otherwise
+    /// they are rejected).
+    #[arg(long, env = "VAULT_ALLOW_BRIDGE", default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_bridge: bool,
+
+    /// OCI runtime to run the container under (e.g. `runsc` for gVisor);
+    /// when it is not registered with dockerd the action is not run.
+    #[arg(long, env = "VAULT_RUNTIME")]
+    pub runtime: Option<String>,
+
+    /// Directory holding one file per secret (set by secret-mount).
+    #[arg(long, env = "VAULT_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+}
+
+/// The runner's numeric identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl std::fmt::Display for RunnerUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+pub fn parse_runner_user(s: &str) -> Result<RunnerUser, String> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    let num = |v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| format!("{s:?} is not numeric uid:gid"))
+    };
+    let (uid, gid) = (num(u)?, num(g)?);
+    if uid == 0 {
+        return Err("uid 0 (root) is refused: the runner must not be root".into());
+    }
+    Ok(RunnerUser { uid, gid })
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1024.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of CPUs")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn allow_bridge_forms() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["run-action"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).map(|c| c.run.allow_bridge)
+        };
+        assert!(!parse(&[]).unwrap());
+        assert!(parse(&["--allow-bridge"]).unwrap());
+        assert!(parse(&["--allow-bridge=1"]).unwrap());
+        assert!(!parse(&["--allow-bridge=no"]).unwrap());
+        assert!(parse(&["--allow-bridge=maybe"]).is_err());
+    }
+
+    #[test]
+    fn runner_user() {
+        assert_eq!(
+            parse_runner_user("65534:65534"),
+            Ok(RunnerUser {
+                uid: 65534,
+                gid: 65534
+            })
+        );
+        assert_eq!(
+            parse_runner_user("1000"),
+            Ok(RunnerUser {
+                uid: 1000,
+                gid: 1000
+            })
+        );
+        assert!(parse_runner_user("0:0").unwrap_err().contains("root"));
+        assert!(parse_runner_user("nobody").is_err());
+        assert!(parse_runner_user("1:x").is_err());
+    }
+}

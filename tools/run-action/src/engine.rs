@@ -1,0 +1,794 @@
+//! Running one action through the Docker Engine API.
+
+use crate::cli::RunArgs;
+use crate::journal::{self, Journal, Step};
+use crate::mask::{Masker, MIN_PATTERN_LEN};
+use crate::output::OutputSink;
+use crate::policy::{self, Limits};
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
+    HostConfigLogConfig, Mount, MountType,
+};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+use secrecy::{ExposeSecret, SecretBox};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::Instant;
+use vault_core::{Action, ActionResult, ContainerInfo, ScanLine, Status};
+
+/// Where the secrets dir is mounted in the container.
+pub const SECRETS_TARGET: &str = "/run/secrets";
+/// Where the action file is mounted in the container.
+pub const ACTION_TARGET: &str = "/run/vault/action.json";
+
+/// How long to wait for the output stream to drain once the container
+/// has exited, and for a killed container to be reported stopped.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+const KILL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Everything one run needs besides the scan line.
+pub struct Ctx<'a> {
+    pub args: &'a RunArgs,
+    pub cache: &'a Path,
+    pub dispatcher: &'a str,
+}
+
+type OutputStream = Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>>;
+
+/// One secret value, as read from the secrets dir.
+type Secret = SecretBox<Vec<u8>>;
+
+/// Connect as the docker CLI would (`DOCKER_HOST`, else the local socket)
+/// and negotiate the API version down to the daemon's.
+pub async fn connect() -> Result<Docker, String> {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local socket".into());
+    let docker = Docker::connect_with_defaults()
+        .map_err(|e| format!("cannot connect to the docker daemon at {host}: {e}"))?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|e| format!("cannot reach the docker daemon at {host}: {e}"))
+}
+
+fn is_status(e: &DockerError, code: u16) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+/// Inspect `name`; `Ok(None)` when there is no such container.
+pub async fn inspect(
+    docker: &Docker,
+    name: &str,
+) -> Result<Option<ContainerInspectResponse>, DockerError> {
+    match docker.inspect_container(name, None).await {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if is_status(&e, 404) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// True when the container carries the labels run-action gives its own.
+pub fn is_ours(c: &ContainerInspectResponse, id: &str) -> bool {
+    let labels = c.config.as_ref().and_then(|c| c.labels.as_ref());
+    labels.is_some_and(|l| {
+        l.get("vault.managed").map(String::as_str) == Some("1")
+            && l.get("vault.action").map(String::as_str) == Some(id)
+    })
+}
+
+fn state_of(c: &ContainerInspectResponse) -> Option<ContainerStateStatusEnum> {
+    c.state.as_ref().and_then(|s| s.status)
+}
+
+/// Run (or resume) the action of `scan`; always yields a result.
+pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> ActionResult {
+    let fail = |status: Status, err: String| {
+        vault_core::report("run-action", format_args!("{}: {status}: {err}", scan.id));
+        ActionResult::not_run(scan, status, ctx.dispatcher, err)
+    };
+    let action = match scan.valid_action() {
+        Ok(a) => a,
+        Err(e) => return fail(Status::Rejected, format!("invalid action: {e}")),
+    };
+    // A fresh run is refused by policy without asking the daemon; a resume
+    // must first look for the container, which may have run already.
+    if !scan.resume {
+        if let Err((status, e)) = preflight(action, ctx.args) {
+            return fail(status, e);
+        }
+    }
+    let docker = match connect().await {
+        Ok(d) => d,
+        Err(e) => return fail(Status::Error, e),
+    };
+    let id = scan.id.as_str();
+    let name = scan.id.container_name();
+    let journal = Journal::new(ctx.cache, id);
+
+    let existing = match inspect(&docker, &name).await {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                Status::Error,
+                format!("cannot inspect container {name}: {e}"),
+            )
+        }
+    };
+    let mut skip_journal = false;
+    if let Some(c) = existing {
+        if !is_ours(&c, id) {
+            return fail(
+                Status::Error,
+                format!("a container named {name} exists that run-action did not create; not touching it"),
+            );
+        }
+        if !scan.resume {
+            return fail(
+                Status::Error,
+                format!("container {name} already exists (another run of this action?); not starting a second one"),
+            );
+        }
+        match state_of(&c) {
+            Some(ContainerStateStatusEnum::CREATED) => {
+                // Created but never started: provably never ran. Its mounts
+                // point at the previous run's secrets, so make it afresh.
+                if let Err(e) = remove(&docker, &name, true).await {
+                    return fail(
+                        Status::Error,
+                        format!("cannot remove never-started {name}: {e}"),
+                    );
+                }
+                skip_journal = true;
+            }
+            Some(
+                ContainerStateStatusEnum::EXITED
+                | ContainerStateStatusEnum::DEAD
+                | ContainerStateStatusEnum::REMOVING,
+            ) => return collect(scan, ctx, &docker, c).await,
+            _ => return reattach(scan, action, ctx, &docker, &journal, c).await,
+        }
+    }
+    if !skip_journal {
+        match journal.read() {
+            Ok(st) if st.started_ms.is_some() => {
+                return fail(
+                    Status::Abandoned,
+                    format!("container {name} is gone, but the journal shows it was started: its outcome is lost; not running it a second time"),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return fail(
+                    Status::Error,
+                    format!("cannot read journal {}: {e}", journal.path().display()),
+                )
+            }
+        }
+    }
+    run_fresh(scan, action, ctx, &docker, &journal).await
+}
+
+/// The checks that need no daemon: the image (and that policy allows it)
+/// and the limits (and that policy allows the network asked for).
+fn preflight(action: &Action, args: &RunArgs) -> Result<(String, Limits), (Status, String)> {
+    let Some(image) = action.image.clone().or_else(|| args.runner_image.clone()) else {
+        return Err((
+            Status::Error,
+            "the action names no image and VAULT_RUNNER_IMAGE is not set".into(),
+        ));
+    };
+    if !policy::image_allowed(&args.allow_images, &image) {
+        return Err((Status::Rejected, policy::Refusal::Image(image).to_string()));
+    }
+    let limits = policy::limits(action, args).map_err(|e| (Status::Rejected, e.to_string()))?;
+    Ok((image, limits))
+}
+
+/// Read the named secrets from the secrets dir.
+fn load_secrets(action: &Action, dir: Option<&Path>) -> Result<Vec<Secret>, String> {
+    if action.secrets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir = dir.ok_or_else(|| {
+        "the action names secrets but VAULT_SECRETS_DIR is not set (run it under secret-mount)"
+            .to_string()
+    })?;
+    let mut out = Vec::new();
+    for name in &action.secrets {
+        let path = dir.join(name.as_str());
+        let value = std::fs::read(&path)
+            .map_err(|e| format!("secret {name} is missing from {}: {e}", dir.display()))?;
+        if value.trim_ascii().len() < MIN_PATTERN_LEN {
+            vault_core::report(
+                "run-action",
+                format_args!(
+                    "warning: secret {name} is shorter than {MIN_PATTERN_LEN} bytes and is not masked"
+                ),
+            );
+        }
+        out.push(SecretBox::new(Box::new(value)));
+    }
+    Ok(out)
+}
+
+fn masker_for(secrets: &[Secret]) -> Masker {
+    Masker::new(secrets.iter().map(|s| s.expose_secret().as_slice()))
+}
+
+/// Write the action file for the container, mode 0444, atomically.
+fn write_action_file(cache: &Path, action: &Action) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = run_dir(cache, action.id.as_str());
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let path = dir.join("action.json");
+    let tmp = dir.join(".action.json.tmp");
+    let mut bytes = serde_json::to_vec_pretty(action).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::write(&tmp, &bytes)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// `<cache>/run/<id>`: the per-run folder holding the action file.
+pub fn run_dir(cache: &Path, id: &str) -> PathBuf {
+    cache.join("run").join(id)
+}
+
+fn bind(source: &Path, target: &str) -> Mount {
+    Mount {
+        target: Some(target.to_string()),
+        source: Some(source.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// The container's configuration: everything locked down.
+pub fn container_config(
+    action: &Action,
+    image: &str,
+    limits: &Limits,
+    ctx: &Ctx<'_>,
+    secrets_dir: Option<&Path>,
+    action_file: &Path,
+) -> ContainerCreateBody {
+    let id = action.id.as_str();
+    let labels = HashMap::from([
+        ("vault.managed".to_string(), "1".to_string()),
+        ("vault.action".to_string(), id.to_string()),
+        ("vault.dispatcher".to_string(), ctx.dispatcher.to_string()),
+    ]);
+    let mut env: Vec<String> = action.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("VAULT_ACTION_ID={id}"));
+    // A formula runs the image's own entrypoint with argv [formula, id]; a
+    // command is the whole argv (the image's entrypoint is cleared).
+    let (entrypoint, cmd) = match (&action.formula, &action.command) {
+        (Some(f), _) => (None, vec![f.clone(), id.to_string()]),
+        (None, Some(argv)) => (Some(Vec::new()), argv.clone()),
+        (None, None) => (None, Vec::new()),
+    };
+    let mut mounts = Vec::new();
+    if let Some(dir) = secrets_dir {
+        mounts.push(bind(dir, SECRETS_TARGET));
+    }
+    mounts.push(bind(action_file, ACTION_TARGET));
+    let host_config = HostConfig {
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_string(),
+            "rw,noexec,nosuid,nodev,size=16m".to_string(),
+        )])),
+        mounts: Some(mounts),
+        memory: Some(limits.memory_bytes),
+        memory_swap: Some(limits.memory_bytes),
+        nano_cpus: Some(limits.nano_cpus),
+        pids_limit: Some(limits.pids),
+        network_mode: Some(if limits.bridge { "bridge" } else { "none" }.into()),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
+        auto_remove: Some(false),
+        privileged: Some(false),
+        // docker-init as PID 1: signals (the timeout's SIGTERM) reach the
+        // action with their default effect, and zombies are reaped.
+        init: Some(true),
+        runtime: ctx.args.runtime.clone(),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        user: Some(ctx.args.runner_user.to_string()),
+        env: Some(env),
+        cmd: Some(cmd),
+        entrypoint,
+        labels: Some(labels),
+        attach_stdin: Some(false),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(false),
+        tty: Some(false),
+        network_disabled: Some(!limits.bridge),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+async fn run_fresh(
+    scan: &ScanLine,
+    action: &Action,
+    ctx: &Ctx<'_>,
+    docker: &Docker,
+    journal: &Journal,
+) -> ActionResult {
+    let fail = |status: Status, err: String| {
+        vault_core::report("run-action", format_args!("{}: {status}: {err}", scan.id));
+        ActionResult::not_run(scan, status, ctx.dispatcher, err)
+    };
+    let (image, limits) = match preflight(action, ctx.args) {
+        Ok(p) => p,
+        Err((status, e)) => return fail(status, e),
+    };
+    let secrets_dir = ctx.args.secrets_dir.as_deref();
+    let secrets = match load_secrets(action, secrets_dir) {
+        Ok(s) => s,
+        Err(e) => return fail(Status::Error, e),
+    };
+    if let Some(rt) = &ctx.args.runtime {
+        match docker.info().await {
+            Ok(info) if info.runtimes.as_ref().is_some_and(|r| r.contains_key(rt)) => {}
+            Ok(_) => {
+                return fail(
+                    Status::Error,
+                    format!(
+                        "runtime {rt:?} is not registered with dockerd; refusing to run without it"
+                    ),
+                )
+            }
+            Err(e) => {
+                return fail(
+                    Status::Error,
+                    format!("cannot query dockerd's runtimes: {e}"),
+                )
+            }
+        }
+    }
+    let image_id = match docker.inspect_image(&image).await {
+        Ok(i) => i.id,
+        Err(e) if is_status(&e, 404) => {
+            return fail(
+                Status::Error,
+                format!("image {image:?} is not present on the daemon (run-action never pulls)"),
+            )
+        }
+        Err(e) => {
+            return fail(
+                Status::Error,
+                format!("cannot inspect image {image:?}: {e}"),
+            )
+        }
+    };
+    let action_file = match write_action_file(ctx.cache, action) {
+        Ok(p) => p,
+        Err(e) => return fail(Status::Error, format!("cannot write the action file: {e}")),
+    };
+    let cleanup_action_file = || {
+        let _ = std::fs::remove_dir_all(run_dir(ctx.cache, action.id.as_str()));
+    };
+    let config = container_config(action, &image, &limits, ctx, secrets_dir, &action_file);
+    let name = scan.id.container_name();
+    if let Err(e) = journal.record(Step::Create) {
+        cleanup_action_file();
+        return fail(Status::Error, format!("cannot write the journal: {e}"));
+    }
+    let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+    let created = match docker.create_container(Some(opts), config).await {
+        Ok(c) => c,
+        Err(e) if is_status(&e, 409) => {
+            return fail(
+                Status::Error,
+                format!("container {name} already exists (another run of this action?); not starting a second one"),
+            )
+        }
+        Err(e) => {
+            cleanup_action_file();
+            return fail(Status::Error, format!("cannot create container {name}: {e}"));
+        }
+    };
+    let container = ContainerInfo {
+        id: created.id.clone(),
+        image: image.clone(),
+        image_id,
+    };
+    // Attach before start, so that not a byte of a short-lived
+    // container's output is missed.
+    let attach = AttachContainerOptionsBuilder::default()
+        .stream(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let stream = match docker.attach_container(&created.id, Some(attach)).await {
+        Ok(a) => a.output,
+        Err(e) => {
+            let _ = remove(docker, &created.id, true).await;
+            cleanup_action_file();
+            return fail(Status::Error, format!("cannot attach to {name}: {e}"));
+        }
+    };
+    if let Err(e) = journal.record(Step::Start) {
+        let _ = remove(docker, &created.id, true).await;
+        cleanup_action_file();
+        return fail(Status::Error, format!("cannot write the journal: {e}"));
+    }
+    let started_ms = journal::now_ms();
+    let deadline = deadline_in(Duration::from_secs(limits.timeout_s));
+    if let Err(e) = docker.start_container(&created.id, None).await {
+        // A start that failed on the wire (a client timeout, say) may have
+        // started it all the same: then it is supervised like any other.
+        let started = matches!(
+            inspect(docker, &created.id).await,
+            Ok(Some(c)) if !matches!(state_of(&c), Some(ContainerStateStatusEnum::CREATED) | None)
+        );
+        if !started {
+            let mut r = fail(Status::Error, format!("cannot start container {name}: {e}"));
+            r.container = Some(container);
+            return r;
+        }
+    }
+    let sink = OutputSink::new(masker_for(&secrets));
+    drop(secrets);
+    let sup = supervise(
+        docker,
+        &created.id,
+        Some(stream),
+        sink,
+        deadline,
+        ctx.args.grace_s,
+    )
+    .await;
+    finish(
+        scan,
+        ctx,
+        docker,
+        &created.id,
+        Some(container),
+        sup,
+        limits.timeout_s,
+        started_ms,
+    )
+    .await
+}
+
+/// Now plus `d`; an absurd timeout (`"timeout_s": 18446744073709551615`)
+/// is a century, not an overflow.
+fn deadline_in(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
+/// The action's timeout after policy, whether or not policy would let it
+/// start now.
+fn timeout_of(action: &Action, args: &RunArgs) -> u64 {
+    let t = action.timeout_s.unwrap_or(args.timeout_s);
+    args.max_timeout_s.map_or(t, |m| t.min(m))
+}
+
+/// Resume: the container still runs. Attach (there are no logs to replay:
+/// the logging driver is `none`) and wait out the rest of its timeout.
+async fn reattach(
+    scan: &ScanLine,
+    action: &Action,
+    ctx: &Ctx<'_>,
+    docker: &Docker,
+    journal: &Journal,
+    c: ContainerInspectResponse,
+) -> ActionResult {
+    let cid = c.id.clone().unwrap_or_else(|| scan.id.container_name());
+    let timeout_s = timeout_of(action, ctx.args);
+    let started_ms = c
+        .state
+        .as_ref()
+        .and_then(|s| s.started_at.as_deref())
+        .and_then(policy::parse_docker_time)
+        .or_else(|| journal.read().ok().and_then(|s| s.started_ms))
+        .unwrap_or_else(journal::now_ms);
+    let elapsed = Duration::from_millis(journal::now_ms().saturating_sub(started_ms));
+    let deadline = deadline_in(Duration::from_secs(timeout_s).saturating_sub(elapsed));
+    let sink = match load_secrets(action, ctx.args.secrets_dir.as_deref()) {
+        Ok(s) => OutputSink::new(masker_for(&s)),
+        Err(e) => OutputSink::withheld(
+            Masker::new(std::iter::empty()),
+            format!("the secret values are not available to mask it ({e})"),
+        ),
+    };
+    let attach = AttachContainerOptionsBuilder::default()
+        .stream(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let stream = docker
+        .attach_container(&cid, Some(attach))
+        .await
+        .ok()
+        .map(|a| a.output);
+    let sup = supervise(docker, &cid, stream, sink, deadline, ctx.args.grace_s).await;
+    let info = container_info(&c);
+    finish(scan, ctx, docker, &cid, info, sup, timeout_s, started_ms).await
+}
+
+/// Resume: the container already exited; its exit code is in inspect.
+async fn collect(
+    scan: &ScanLine,
+    ctx: &Ctx<'_>,
+    docker: &Docker,
+    c: ContainerInspectResponse,
+) -> ActionResult {
+    let cid = c.id.clone().unwrap_or_else(|| scan.id.container_name());
+    let sup = Supervised {
+        timed_out: false,
+        logs: None,
+        trouble: None,
+    };
+    let info = container_info(&c);
+    finish(scan, ctx, docker, &cid, info, sup, 0, journal::now_ms()).await
+}
+
+fn container_info(c: &ContainerInspectResponse) -> Option<ContainerInfo> {
+    Some(ContainerInfo {
+        id: c.id.clone()?,
+        image: c
+            .config
+            .as_ref()
+            .and_then(|cfg| cfg.image.clone())
+            .unwrap_or_default(),
+        image_id: c.image.clone(),
+    })
+}
+
+struct Supervised {
+    timed_out: bool,
+    logs: Option<String>,
+    /// Something went wrong while waiting (e.g. the daemon went away).
+    trouble: Option<String>,
+}
+
+/// Pump the output, wait for the exit or the deadline (then SIGTERM,
+/// `grace_s`, SIGKILL), and drain the output.
+async fn supervise(
+    docker: &Docker,
+    cid: &str,
+    stream: Option<OutputStream>,
+    mut sink: OutputSink,
+    deadline: Instant,
+    grace_s: u64,
+) -> Supervised {
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pump = tokio::spawn(async move {
+        if let Some(mut stream) = stream {
+            loop {
+                tokio::select! {
+                    item = stream.next() => match item {
+                        Some(Ok(out)) => sink.write(&out.into_bytes()),
+                        Some(Err(_)) | None => break,
+                    },
+                    _ = &mut stop_rx => break,
+                }
+            }
+        }
+        sink
+    });
+    let mut timed_out = false;
+    let mut trouble = None;
+    tokio::select! {
+        _ = wait_exit(docker, cid) => {}
+        _ = tokio::time::sleep_until(deadline) => {
+            timed_out = true;
+            let _ = kill(docker, cid, "SIGTERM").await;
+            let grace = Duration::from_secs(grace_s);
+            if tokio::time::timeout(grace, wait_exit(docker, cid)).await.is_err() {
+                let _ = kill(docker, cid, "SIGKILL").await;
+                if tokio::time::timeout(KILL_LIMIT, wait_exit(docker, cid)).await.is_err() {
+                    trouble = Some("the container did not stop after SIGKILL".to_string());
+                }
+            }
+        }
+    }
+    // After the exit the stream ends by itself; bound the wait anyway (a
+    // wedged daemon must not hang the dispatcher).
+    let mut pump = pump;
+    let sink = match tokio::time::timeout(DRAIN_LIMIT, &mut pump).await {
+        Ok(joined) => joined.ok(),
+        Err(_) => {
+            let _ = stop_tx.send(());
+            pump.await.ok()
+        }
+    };
+    // Only now, with the container gone, flush what the masker held back
+    // (this may wait a little for stderr to take the queued output).
+    let logs = sink.map(|mut s| s.finish());
+    Supervised {
+        timed_out,
+        logs,
+        trouble,
+    }
+}
+
+/// Resolves once the container is not running. Uses the wait API as the
+/// notification only (bollard turns a non-zero exit into an `Err`); the
+/// truth is read by inspect afterwards. If the wait call itself fails (the
+/// daemon restarted, a client timeout), falls back to polling inspect.
+async fn wait_exit(docker: &Docker, cid: &str) {
+    loop {
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut waiter = docker.wait_container(cid, Some(opts));
+        match waiter.next().await {
+            Some(Ok(_)) | Some(Err(DockerError::DockerContainerWaitError { .. })) => return,
+            _ => {}
+        }
+        match inspect(docker, cid).await {
+            Ok(None) => return,
+            Ok(Some(c)) if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) => return,
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+async fn kill(docker: &Docker, cid: &str, signal: &str) -> Result<(), DockerError> {
+    let opts = KillContainerOptionsBuilder::default()
+        .signal(signal)
+        .build();
+    docker.kill_container(cid, Some(opts)).await
+}
+
+pub async fn remove(docker: &Docker, cid: &str, force: bool) -> Result<(), DockerError> {
+    let opts = RemoveContainerOptionsBuilder::default()
+        .force(force)
+        .v(true)
+        .build();
+    match docker.remove_container(cid, Some(opts)).await {
+        Err(e) if is_status(&e, 404) => Ok(()),
+        other => other,
+    }
+}
+
+/// Build the result from the finished container, read by inspect.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    scan: &ScanLine,
+    ctx: &Ctx<'_>,
+    docker: &Docker,
+    cid: &str,
+    container: Option<ContainerInfo>,
+    sup: Supervised,
+    timeout_s: u64,
+    started_ms: u64,
+) -> ActionResult {
+    let mut r = ActionResult::new(scan.id.clone(), Status::Error);
+    r.action_commit = Some(scan.commit.clone());
+    r.action_blob = scan.blob.clone();
+    r.dispatcher = Some(ctx.dispatcher.to_string());
+    r.container = container;
+    r.logs = sup.logs;
+    let mut inspected = None;
+    for _ in 0..5 {
+        match inspect(docker, cid).await {
+            Ok(Some(c)) => {
+                inspected = Some(c);
+                break;
+            }
+            Ok(None) => break,
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let now = journal::now_ms();
+    let state = inspected.as_ref().and_then(|c| c.state.clone());
+    let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    let started = state
+        .as_ref()
+        .and_then(|s| s.started_at.as_deref())
+        .and_then(policy::parse_docker_time)
+        .unwrap_or(started_ms);
+    let finished = state
+        .as_ref()
+        .and_then(|s| s.finished_at.as_deref())
+        .and_then(policy::parse_docker_time)
+        .filter(|f| *f >= started && !running)
+        .unwrap_or(now);
+    r.started_at = Some(rfc3339_ms(started));
+    r.finished_at = Some(rfc3339_ms(finished));
+    r.duration_ms = Some(finished.saturating_sub(started));
+    let exit_code = state.as_ref().and_then(|s| s.exit_code);
+    match (&state, running) {
+        (Some(s), false) if exit_code.is_some() => {
+            r.exit_code = exit_code;
+            r.oom_killed = Some(s.oom_killed.unwrap_or(false));
+            r.status = if sup.timed_out {
+                r.error = Some(format!("timed out after {timeout_s} s"));
+                Status::TimedOut
+            } else if exit_code == Some(0) {
+                Status::Succeeded
+            } else {
+                Status::Failed
+            };
+        }
+        _ => {
+            r.status = Status::Error;
+            let why = sup
+                .trouble
+                .unwrap_or_else(|| "the container's exit status could not be read".into());
+            r.error = Some(format!("{why} (container {cid})"));
+        }
+    }
+    if matches!(r.status, Status::Error) {
+        vault_core::report(
+            "run-action",
+            format_args!("{}: error: {}", scan.id, r.error.as_deref().unwrap_or("")),
+        );
+    }
+    r
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    vault_core::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// `run-action rm <id>`: remove the exited container and its files.
+pub async fn rm(cache: &Path, id: &str) -> Result<(), RmError> {
+    let docker = connect().await.map_err(RmError::Unreachable)?;
+    let name = format!("vault-{id}");
+    let c = inspect(&docker, &name)
+        .await
+        .map_err(|e| RmError::Unreachable(format!("cannot inspect {name}: {e}")))?;
+    if let Some(c) = c {
+        if !is_ours(&c, id) {
+            return Err(RmError::Refused(format!(
+                "container {name} was not created by run-action; not removing it"
+            )));
+        }
+        if c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+            return Err(RmError::Refused(format!(
+                "container {name} is still running; not removing it"
+            )));
+        }
+        remove(&docker, &name, false)
+            .await
+            .map_err(|e| RmError::Failed(format!("cannot remove {name}: {e}")))?;
+    }
+    Journal::new(cache, id)
+        .remove()
+        .map_err(|e| RmError::Failed(format!("cannot remove the journal: {e}")))?;
+    match std::fs::remove_dir_all(run_dir(cache, id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RmError::Failed(format!(
+            "cannot remove the action file: {e}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RmError {
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}

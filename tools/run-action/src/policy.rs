@@ -1,0 +1,232 @@
+//! Policy: which images an action may use, and the limits it runs under.
+
+use crate::cli::RunArgs;
+use vault_core::{Action, Network};
+
+/// The limits one action runs under, after capping by policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub pids: i64,
+    pub timeout_s: u64,
+    pub bridge: bool,
+}
+
+/// Why an action is refused by policy (status `rejected`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("image {0:?} is not allowed by VAULT_ALLOW_IMAGES")]
+    Image(String),
+    #[error("network \"bridge\" is not allowed by policy (VAULT_ALLOW_BRIDGE)")]
+    Bridge,
+}
+
+/// True when `image` matches one of the comma-separated patterns, where
+/// `*` matches any run of characters (including `/` and `:`). Refs are
+/// compared as written: `busybox` does not match `busybox:latest`.
+pub fn image_allowed(allow: &str, image: &str) -> bool {
+    allow
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .any(|p| glob(p.as_bytes(), image.as_bytes()))
+}
+
+fn glob(pat: &[u8], text: &[u8]) -> bool {
+    // Iterative matcher with single-star backtracking: linear-ish, no
+    // recursion a hostile pattern could blow up.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pat.len() && pat[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pat.len() && pat[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pat[p..].iter().all(|c| *c == b'*')
+}
+
+/// The limits for `action`: its own values, each capped by policy; or the
+/// policy refusal.
+pub fn limits(action: &Action, args: &RunArgs) -> Result<Limits, Refusal> {
+    let bridge = action.network == Network::Bridge;
+    if bridge && !args.allow_bridge {
+        return Err(Refusal::Bridge);
+    }
+    let r = action.resources.unwrap_or_default();
+    let memory_mb = r
+        .memory_mb
+        .unwrap_or(args.max_memory_mb)
+        .min(args.max_memory_mb);
+    let cpus = r.cpus.unwrap_or(args.max_cpus).min(args.max_cpus);
+    let pids = r.pids.unwrap_or(args.max_pids).min(args.max_pids);
+    let mut timeout_s = action.timeout_s.unwrap_or(args.timeout_s);
+    if let Some(max) = args.max_timeout_s {
+        timeout_s = timeout_s.min(max);
+    }
+    Ok(Limits {
+        memory_bytes: i64::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
+        // Docker's own floor is 0.01 CPU.
+        nano_cpus: ((cpus * 1e9) as i64).max(10_000_000),
+        pids: i64::try_from(pids).unwrap_or(i64::MAX),
+        timeout_s,
+        bridge,
+    })
+}
+
+/// Parse Docker's RFC 3339 timestamps (`2026-11-23T10:09:11.123456789Z`,
+/// or with a `+hh:mm` offset) into milliseconds since the epoch. `None`
+/// for the zero time Docker uses for "never" and anything unparsable.
+pub fn parse_docker_time(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if y < 1971 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = &s[start..i];
+        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
+        ms = digits.parse().ok()?;
+    }
+    let offset_s = match b.get(i) {
+        Some(b'Z') => 0,
+        Some(sign @ (b'+' | b'-')) => {
+            let oh = num(i + 1..i + 3)?;
+            let om = num(i + 4..i + 6)?;
+            let v = oh * 3600 + om * 60;
+            if *sign == b'+' {
+                v
+            } else {
+                -v
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
+    u64::try_from(secs * 1000 + ms).ok()
+}
+
+/// Howard Hinnant's days-from-civil (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn globs() {
+        assert!(image_allowed("vault-runner:test", "vault-runner:test"));
+        assert!(image_allowed(" a , vault-runner:*", "vault-runner:test"));
+        assert!(image_allowed("reg.example/org/*", "reg.example/org/x/y:1"));
+        assert!(image_allowed("*", "anything"));
+        assert!(image_allowed("a*b*c", "aXXbYYc"));
+        assert!(!image_allowed("a*b*c", "aXXbYY"));
+        assert!(!image_allowed("", "busybox"));
+        assert!(!image_allowed(",,", "busybox"));
+        assert!(!image_allowed("busybox", "busybox:latest"));
+        assert!(!image_allowed("vault-runner:test", "vault-runner:test2"));
+        assert!(!image_allowed("x*", ""));
+        let hostile = format!("{}b", "*a".repeat(50));
+        assert!(!image_allowed(&hostile, &"a".repeat(5000)));
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["run-action"];
+        argv.extend_from_slice(extra);
+        crate::cli::Cli::try_parse_from(argv).unwrap().run
+    }
+
+    fn action(json: &str) -> Action {
+        let a: Action = serde_json::from_str(json).unwrap();
+        a.validate().unwrap();
+        a
+    }
+
+    #[test]
+    fn limits_are_capped_by_policy() {
+        let a = action(
+            r#"{"id":"x","secrets":[],"command":["a"],"timeout_s":99999,
+                "resources":{"memory_mb":100000,"cpus":64,"pids":100000}}"#,
+        );
+        let l = limits(&a, &args(&["--max-timeout-s", "60"])).unwrap();
+        assert_eq!(l.memory_bytes, 1024 * 1024 * 1024);
+        assert_eq!(l.nano_cpus, 2_000_000_000);
+        assert_eq!(l.pids, 256);
+        assert_eq!(l.timeout_s, 60);
+        assert!(!l.bridge);
+
+        let a = action(
+            r#"{"id":"x","secrets":[],"command":["a"],
+                "resources":{"memory_mb":64,"cpus":0.5,"pids":10}}"#,
+        );
+        let l = limits(&a, &args(&["--timeout-s", "5"])).unwrap();
+        assert_eq!(l.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(l.nano_cpus, 500_000_000);
+        assert_eq!(l.pids, 10);
+        assert_eq!(l.timeout_s, 5);
+    }
+
+    #[test]
+    fn bridge_needs_policy() {
+        let a = action(r#"{"id":"x","secrets":[],"command":["a"],"network":"bridge"}"#);
+        assert_eq!(limits(&a, &args(&[])), Err(Refusal::Bridge));
+        assert!(limits(&a, &args(&["--allow-bridge"])).unwrap().bridge);
+    }
+
+    #[test]
+    fn docker_times() {
+        assert_eq!(
+            parse_docker_time("1970-01-02T00:00:00Z").map(|_| ()),
+            None,
+            "before 1971 is Docker's zero time"
+        );
+        assert_eq!(parse_docker_time("0001-01-01T00:00:00Z"), None);
+        assert_eq!(
+            parse_docker_time("2000-02-29T00:00:00.123456789Z"),
+            Some(951_782_400_123)
+        );
+        assert_eq!(
+            parse_docker_time("2000-02-29T01:00:00.5+01:00"),
+            Some(951_782_400_500)
+        );
+        let ms = parse_docker_time("2026-11-23T10:09:11.1Z").unwrap();
+        assert_eq!(
+            vault_core::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+            "2026-11-23T10:09:11.100Z"
+        );
+        assert_eq!(parse_docker_time("garbage"), None);
+        assert_eq!(parse_docker_time("2026-11-23T10:09:11"), None);
+    }
+}

@@ -1,0 +1,324 @@
+//! Wrapper mode: `secret-mount [--names A,B] -- CMD...`.
+
+use crate::cli::{PlaceArgs, WrapArgs};
+use crate::dir::{Placement, SecretDir};
+use crate::store;
+use crate::TOOL;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitCode, Stdio};
+use vault_core::jsonl::{self, MAX_LINE_BYTES};
+use vault_core::{report, ActionId, ActionResult, Exit, ScanLine, SecretName, Status};
+
+/// What to mount, and for whom.
+struct Request {
+    names: Vec<SecretName>,
+    /// The scan line, when the names came from one (a refusal is then
+    /// recorded as a result line).
+    scan: Option<ScanLine>,
+    /// The exact stdin bytes to hand CMD; `None`: CMD inherits stdin.
+    stdin: Option<Vec<u8>>,
+}
+
+/// Why nothing ran.
+struct Refusal {
+    status: Status,
+    message: String,
+    /// A scan line good enough to record the refusal against.
+    scan: Option<Box<ScanLine>>,
+}
+
+impl Refusal {
+    fn plain(message: impl Into<String>) -> Self {
+        Refusal {
+            status: Status::Error,
+            message: message.into(),
+            scan: None,
+        }
+    }
+}
+
+const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
+    let usage = |msg: &str| -> ExitCode {
+        report(TOOL, msg);
+        Exit::Usage.into()
+    };
+    let Some(identity) = args.identity.clone() else {
+        return usage("no identity: give --identity FILE or set VAULT_IDENTITY");
+    };
+    let Some(store_dir) = args.secrets.clone() else {
+        return usage("no secret store: give --secrets DIR or set VAULT_SECRETS");
+    };
+    let Some((program, program_args)) = cmd.split_first() else {
+        return usage("no command: secret-mount [OPTIONS] -- CMD [ARGS...]");
+    };
+    let dispatcher = args
+        .dispatcher_id
+        .clone()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(vault_core::default_dispatcher_id);
+
+    // Every name is validated (by clap or serde) before any file is opened.
+    let request = match &args.names {
+        Some(list) => Request {
+            names: list.0.clone(),
+            scan: None,
+            stdin: None,
+        },
+        None => match read_request() {
+            Ok(r) => r,
+            Err(refusal) => return refuse(refusal, &dispatcher),
+        },
+    };
+    let scan = request.scan.clone();
+    let refusal = |status: Status, message: String| Refusal {
+        status,
+        message,
+        scan: scan.clone().map(Box::new),
+    };
+
+    let secrets = match store::load_identity(&identity)
+        .and_then(|ids| store::decrypt_all(&store_dir, &request.names, &ids, args.size))
+    {
+        Ok(s) => s,
+        Err(e) => return refuse(refusal(Status::Error, e.to_string()), &dispatcher),
+    };
+
+    // From here on a signal must not kill us with the secrets mounted: take
+    // SIGINT/SIGTERM/SIGHUP (and SIGCHLD) synchronously. Threads spawned
+    // later inherit the mask; std resets it in CMD.
+    let mut term_set = SigSet::empty();
+    for s in TERMINATING {
+        term_set.add(s);
+    }
+    let mut wait_set = term_set;
+    wait_set.add(Signal::SIGCHLD);
+    if let Err(e) = wait_set.thread_block() {
+        return refuse(
+            refusal(Status::Error, format!("cannot block signals: {e}")),
+            &dispatcher,
+        );
+    }
+    let pending =
+        match SignalFd::with_flags(&term_set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            Ok(fd) => fd,
+            Err(e) => {
+                return refuse(
+                    refusal(Status::Error, format!("cannot watch signals: {e}")),
+                    &dispatcher,
+                )
+            }
+        };
+
+    let placement = match &place.in_tmpfs_dir {
+        Some(dir) => Placement::InTmpfs { dir: dir.clone() },
+        None => Placement::Mount {
+            root: place.mount_root.clone(),
+        },
+    };
+    let dir = crate::dir::run_dir_name(&dispatcher).and_then(|name| {
+        SecretDir::create(&placement, &name, args.runner_user, args.size, &secrets)
+    });
+    // The plaintext now lives in the directory only; zero our copies.
+    drop(secrets);
+    let dir = match dir {
+        Ok(d) => d,
+        Err(e) => {
+            return refuse(
+                refusal(
+                    Status::Error,
+                    format!("cannot create the secrets directory: {e}"),
+                ),
+                &dispatcher,
+            )
+        }
+    };
+
+    if let Some(sig) = take_pending(&pending) {
+        let wiped = dir.wipe();
+        report(
+            TOOL,
+            format!("{sig} before the command started; nothing ran"),
+        );
+        if let Err(e) = wiped {
+            report(TOOL, format!("wipe: {e}"));
+        }
+        return ExitCode::from(128u8.wrapping_add(sig as u8));
+    }
+
+    let mut command = Command::new(program);
+    command
+        .args(program_args)
+        .env("VAULT_SECRETS_DIR", dir.path())
+        .stdin(if request.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        });
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let wiped = dir.wipe();
+            let code = refuse(
+                refusal(
+                    Status::Error,
+                    format!("cannot run {}: {e}", program.to_string_lossy()),
+                ),
+                &dispatcher,
+            );
+            if let Err(w) = wiped {
+                report(TOOL, format!("wipe: {w}"));
+            }
+            return code;
+        }
+    };
+    if let (Some(bytes), Some(mut input)) = (request.stdin, child.stdin.take()) {
+        // A thread, so a CMD that never reads its stdin cannot stall us; a
+        // CMD that exits early makes the write fail (EPIPE), which is fine.
+        std::thread::spawn(move || {
+            let _ = input.write_all(&bytes);
+        });
+    }
+
+    let pid = Pid::from_raw(child.id() as i32);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        match wait_set.wait() {
+            // The child is reaped only by try_wait above, so until then its
+            // pid cannot be reused: forwarding is never misdirected.
+            Ok(sig) if sig != Signal::SIGCHLD => {
+                let _ = kill(pid, sig);
+            }
+            _ => {}
+        }
+    };
+
+    let wiped = dir.wipe();
+    if let Err(e) = &wiped {
+        report(TOOL, format!("wipe: {e}"));
+    }
+    match status {
+        Ok(st) => {
+            let code = st
+                .code()
+                .or_else(|| st.signal().map(|s| 128 + s))
+                .unwrap_or(1);
+            ExitCode::from(u8::try_from(code).unwrap_or(255))
+        }
+        Err(e) => {
+            report(TOOL, format!("cannot wait for the command: {e}"));
+            Exit::Failure.into()
+        }
+    }
+}
+
+/// A terminating signal that arrived since the mask was set, if any.
+fn take_pending(fd: &SignalFd) -> Option<Signal> {
+    let mut first = None;
+    while let Ok(Some(info)) = fd.read_signal() {
+        if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+            first.get_or_insert(sig);
+        }
+    }
+    first
+}
+
+/// Read the one scan line from stdin and the secret names its action asks
+/// for.
+fn read_request() -> Result<Request, Refusal> {
+    let mut buf = Vec::new();
+    io::stdin()
+        .lock()
+        .take(MAX_LINE_BYTES as u64 + 2)
+        .read_to_end(&mut buf)
+        .map_err(|e| Refusal::plain(format!("cannot read stdin: {e}")))?;
+    if buf.len() > MAX_LINE_BYTES + 1 {
+        return Err(Refusal::plain(format!(
+            "stdin holds more than one scan line ({MAX_LINE_BYTES} bytes at most)"
+        )));
+    }
+    let text = std::str::from_utf8(&buf)
+        .map_err(|_| Refusal::plain("stdin is not UTF-8: want one scan line"))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let [line] = lines[..] else {
+        return Err(Refusal::plain(format!(
+            "stdin must hold exactly one scan line (or use --names), found {} lines",
+            lines.len()
+        )));
+    };
+    let scan: ScanLine = match jsonl::parse_line(1, line.trim()) {
+        Ok(s) => s,
+        Err(e) => {
+            // Record the refusal when the line at least says which action
+            // it is and where it came from (e.g. a bad secret name).
+            return Err(Refusal {
+                status: Status::Rejected,
+                message: format!("stdin: {}", e.message),
+                scan: salvage(line).map(Box::new),
+            });
+        }
+    };
+    let names = match scan.valid_action() {
+        Ok(a) => a.secrets.clone(),
+        Err(why) => {
+            return Err(Refusal {
+                status: Status::Rejected,
+                message: format!("action {}: {why}", scan.id),
+                scan: Some(Box::new(scan)),
+            })
+        }
+    };
+    Ok(Request {
+        names,
+        scan: Some(scan),
+        stdin: Some(buf),
+    })
+}
+
+/// A scan line from the fields of one that failed to parse as a whole:
+/// `id` (valid), `path`, `commit` (and `blob`) are enough to record.
+fn salvage(line: &str) -> Option<ScanLine> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let id = ActionId::parse(v.get("id")?.as_str()?).ok()?;
+    let path = v.get("path")?.as_str()?.to_string();
+    let commit = v.get("commit")?.as_str()?.to_string();
+    let blob = v.get("blob").and_then(|b| b.as_str()).map(str::to_string);
+    Some(ScanLine {
+        schema: vault_core::scan::SCAN_SCHEMA,
+        id,
+        path,
+        commit,
+        blob,
+        action: None,
+        error: Some("invalid scan line".into()),
+        resume: false,
+    })
+}
+
+/// Report a refusal; with a scan line, also print its result line.
+fn refuse(refusal: Refusal, dispatcher: &str) -> ExitCode {
+    report(TOOL, &refusal.message);
+    let Some(scan) = &refusal.scan else {
+        return Exit::Failure.into();
+    };
+    let result = ActionResult::not_run(scan, refusal.status, dispatcher, &refusal.message);
+    match jsonl::Writer::new(io::stdout().lock()).write(&result) {
+        Ok(()) => Exit::NotSucceeded.into(),
+        Err(e) => {
+            if !jsonl::is_broken_pipe(&e) {
+                report(TOOL, format!("cannot write the result line: {e}"));
+            }
+            Exit::Failure.into()
+        }
+    }
+}
