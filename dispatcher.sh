@@ -44,6 +44,14 @@ fi
 
 # dispatch LINE: claim, run with its secrets mounted, record, clean up.
 # Returns 0 once a final result is recorded (or someone else holds the claim).
+# rm_recorded FILE: remove the containers of the results result-write
+# reports as recorded (its stdout: one {"id":...} line per result).
+rm_recorded() {
+    sed -n 's/^{"id":"\([A-Za-z0-9._-]*\)".*/\1/p' "$1" | while IFS= read -r id; do
+        "${bin}run-action" rm "$id" || say "could not remove the container of $id"
+    done
+}
+
 dispatch() {
     line=$1
     tag=$work/$$.$2
@@ -65,7 +73,7 @@ dispatch() {
     rc=0
     "${bin}result-write" <"$tag.result" >"$tag.recorded" || rc=$?
     # Only a durably recorded result frees its container.
-    "${bin}run-action" rm <"$tag.recorded" || true
+    rm_recorded "$tag.recorded"
     rm -f "$tag.result" "$tag.recorded"
     return "$rc"
 }
@@ -76,7 +84,7 @@ cycle() {
     # Results spooled while the remote was down go first; their containers
     # can go once they land.
     "${bin}result-write" --flush >"$work/flushed" || status=$?
-    "${bin}run-action" rm <"$work/flushed" || true
+    rm_recorded "$work/flushed"
     "${bin}vault-scan" >"$work/scan" || return $?
     n=0
     parallel=${VAULT_PARALLEL:-1}

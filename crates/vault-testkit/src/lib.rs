@@ -277,7 +277,10 @@ impl OpsRepo {
             }
         }
         git(work, &["commit", "-qm", message]);
-        git(work, &["push", "-q", "origin", &format!("HEAD:{}", self.branch)]);
+        git(
+            work,
+            &["push", "-q", "origin", &format!("HEAD:{}", self.branch)],
+        );
         git(work, &["rev-parse", "HEAD"])
     }
 
@@ -350,7 +353,10 @@ impl SecretStore {
             .arg(&identity)
             .output()
             .unwrap();
-        let recipient = String::from_utf8(recipient.stdout).unwrap().trim().to_string();
+        let recipient = String::from_utf8(recipient.stdout)
+            .unwrap()
+            .trim()
+            .to_string();
         std::fs::create_dir_all(dir.path().join("store")).unwrap();
         SecretStore {
             dir,
@@ -441,8 +447,15 @@ impl GitDaemon {
         if self.child.is_some() {
             return;
         }
+        use std::os::unix::process::CommandExt;
         let child = Command::new("git")
-            .args(["daemon", "--reuseaddr", "--listen=127.0.0.1", "--export-all"])
+            .process_group(0)
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+                "--export-all",
+            ])
             .arg("--enable=receive-pack")
             .arg(format!("--port={}", self.port))
             .arg(format!("--base-path={}", self.base.path().display()))
@@ -462,7 +475,10 @@ impl GitDaemon {
     /// Stop serving: connections are refused until [`up`](Self::up).
     pub fn down(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            // git daemon forks per connection: end the whole group.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .status();
             let _ = c.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(10);

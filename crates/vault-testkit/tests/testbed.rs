@@ -8,8 +8,19 @@ use vault_testkit::{docker, run, OpsRepo, SecretStore, Testbed};
 fn container_runs_on_the_bench_dockerd() {
     let tb = Testbed::get();
     let out = docker(&[
-        "run", "--rm", "--network", "none", "--user", "65534:65534", "--read-only",
-        "--cap-drop", "ALL", &tb.image, "sh", "-c", "id -u; exit 3",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "65534:65534",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        &tb.image,
+        "sh",
+        "-c",
+        "id -u; exit 3",
     ]);
     out.fails_with_code(3);
     assert_eq!(out.stdout.trim(), "65534");
@@ -24,7 +35,10 @@ fn push_lands_on_the_bench_git_daemon() {
     let sha = repo.land_action("a1", r#"{"id":"a1","secrets":[],"command":["true"]}"#);
     assert_eq!(repo.head(), sha);
     assert_eq!(repo.log().len(), before + 1);
-    assert!(repo.show("vault/actions/a1.json").unwrap().contains("\"a1\""));
+    assert!(repo
+        .show("vault/actions/a1.json")
+        .unwrap()
+        .contains("\"a1\""));
     assert!(repo.show("vault/actions/nope.json").is_none());
 }
 
@@ -36,7 +50,11 @@ fn age_round_trips_a_secret() {
     assert!(bytes.starts_with(b"age-encryption.org/v1"));
     assert!(!String::from_utf8_lossy(&bytes).contains("s3cr3t-value"));
     let out = run(
-        Command::new("age").arg("-d").arg("-i").arg(&store.identity).arg(&path),
+        Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&store.identity)
+            .arg(&path),
         b"",
     );
     out.success();

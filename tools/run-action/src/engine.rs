@@ -32,6 +32,9 @@ pub const ACTION_TARGET: &str = "/run/vault/action.json";
 
 /// How long to wait for the output stream to drain once the container
 /// has exited, and for a killed container to be reported stopped.
+/// How long an unreachable daemon is waited for after the runner started,
+/// before the outcome is given up as unreadable.
+const DAEMON_RETURN_LIMIT: Duration = Duration::from_secs(90);
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 const KILL_LIMIT: Duration = Duration::from_secs(60);
 
@@ -687,10 +690,22 @@ async fn finish(
     r.dispatcher = Some(ctx.dispatcher.to_string());
     r.container = container;
     r.logs = sup.logs;
+    // The exit status is the truth, so a daemon that is away (restarting)
+    // is waited for, within a bound, rather than reported as an error.
     let mut inspected = None;
-    for _ in 0..5 {
+    let give_up = tokio::time::Instant::now() + DAEMON_RETURN_LIMIT;
+    while tokio::time::Instant::now() < give_up {
         match inspect(docker, cid).await {
             Ok(Some(c)) => {
+                let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                if running && !sup.timed_out {
+                    // The stream broke (daemon restart) while the runner
+                    // lives on: wait for its exit again.
+                    let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+                    let _ = tokio::time::timeout(left, wait_exit(docker, cid)).await;
+                    inspected = Some(c);
+                    continue;
+                }
                 inspected = Some(c);
                 break;
             }
