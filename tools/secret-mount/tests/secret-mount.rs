@@ -729,7 +729,7 @@ fn in_tmpfs_dir_mode_mounts_nothing_and_checks_the_file_system() {
     let out = run(
         fx.cmd()
             .arg("--in-tmpfs-dir")
-            .arg(&shm)
+            .arg(shm)
             .args(["--names", "S", "--", "sh", "-c"])
             .arg(r#"echo "$VAULT_SECRETS_DIR"; stat -c '%a %u:%g' "$VAULT_SECRETS_DIR" "$VAULT_SECRETS_DIR/S"; cat "$VAULT_SECRETS_DIR/S"; echo; wc -l < /proc/self/mountinfo"#),
         b"",
@@ -750,7 +750,7 @@ fn in_tmpfs_dir_mode_mounts_nothing_and_checks_the_file_system() {
         mounts_before,
         "no mount made"
     );
-    assert_eq!(std::fs::read_dir(&shm).unwrap().count(), 0, "wiped");
+    assert_eq!(std::fs::read_dir(shm).unwrap().count(), 0, "wiped");
 
     // Sweep in this mode: a dead owner's directory goes, others stay.
     let stale = shm.join("host.4294967.1");
@@ -765,7 +765,7 @@ fn in_tmpfs_dir_mode_mounts_nothing_and_checks_the_file_system() {
             .arg("--mount-root")
             .arg(fx.root())
             .arg("--in-tmpfs-dir")
-            .arg(&shm),
+            .arg(shm),
         b"",
     );
     out.success();
@@ -836,7 +836,7 @@ fn unprivileged_run_in_a_tmpfs_dir_and_core_dumps_off() {
         ["65534", "0", "65534", "unprivileged"],
         "secret-mount's /proc files are root's: it is not dumpable"
     );
-    assert_eq!(std::fs::read_dir(&shm).unwrap().count(), 0, "wiped");
+    assert_eq!(std::fs::read_dir(shm).unwrap().count(), 0, "wiped");
 
     // Without the tmpfs dir it would have to mount: a clear refusal.
     let out = as_nobody(&[]);
