@@ -587,6 +587,7 @@ async fn supervise(
             loop {
                 tokio::select! {
                     item = stream.next() => match item {
+                        Some(Ok(LogOutput::StdErr { message })) => sink.write_stderr(&message),
                         Some(Ok(out)) => sink.write(&out.into_bytes()),
                         Some(Err(_)) | None => break,
                     },

@@ -187,6 +187,7 @@ fn url_encode(data: &[u8], upper: bool, form: bool, all: bool) -> Vec<u8> {
 
 /// A streaming masker. Feed it chunks with [`push`](Self::push), then
 /// [`finish`](Self::finish); each returns the masked bytes now safe to show.
+#[derive(Clone)]
 pub struct Masker {
     patterns: Vec<Vec<u8>>,
     /// Pattern indexes by first byte.

@@ -76,7 +76,11 @@ impl StderrWriter {
 }
 
 pub struct OutputSink {
+    /// One masker per stream: the runner's stdout and stderr are separate
+    /// pipes, so a value split across two writes to one of them may have the
+    /// other's output arrive between its halves.
     masker: Masker,
+    err_masker: Masker,
     stderr: Option<StderrWriter>,
     stderr_written: u64,
     stderr_cap: u64,
@@ -97,6 +101,7 @@ impl OutputSink {
     /// A sink that keeps output only for `logs`.
     pub fn quiet(masker: Masker) -> Self {
         OutputSink {
+            err_masker: masker.clone(),
             masker,
             stderr: None,
             stderr_written: 0,
@@ -127,12 +132,23 @@ impl OutputSink {
         self.emit(&masked);
     }
 
+    /// Like [`write`](Self::write), for the runner's stderr stream.
+    pub fn write_stderr(&mut self, chunk: &[u8]) {
+        if self.withheld.is_some() {
+            return;
+        }
+        let masked = self.err_masker.push(chunk);
+        self.emit(&masked);
+    }
+
     /// Flush what the masker held back and return the `logs` text.
     pub fn finish(&mut self) -> String {
         if let Some(reason) = &self.withheld {
             return format!("[output withheld: {reason}]");
         }
         let masked = self.masker.finish();
+        self.emit(&masked);
+        let masked = self.err_masker.finish();
         self.emit(&masked);
         if let Some(w) = &mut self.stderr {
             w.close();
@@ -207,6 +223,18 @@ mod tests {
         s.write(b"a top");
         s.write(b"secret b\n");
         assert_eq!(s.finish(), "a *** b\n");
+    }
+
+    #[test]
+    fn a_value_split_around_the_other_streams_output_is_masked() {
+        let mut s = OutputSink::quiet(Masker::new([&b"topsecret"[..]]));
+        s.write(b"a top");
+        s.write_stderr(b"from stderr\n");
+        s.write(b"secret b\n");
+        let logs = s.finish();
+        assert!(!logs.contains("top"), "{logs}");
+        assert!(logs.contains("a ***"), "{logs}");
+        assert!(logs.contains("from stderr"), "{logs}");
     }
 
     #[test]
