@@ -33,6 +33,10 @@ export VAULT_BIN_DIR=$root/target/release VAULT_REPO=$work/ops.git VAULT_CACHE=$
 
 land() { # land N actions named $1-1..$1-N in one commit
     local prefix=$1 n=$2 i
+    # The dispatcher pushes results in between: start from the remote tip.
+    if git --git-dir="$work/ops.git" rev-parse -q --verify main >/dev/null; then
+        git -C "$work/clone" pull -q --ff-only "$work/ops.git" main
+    fi
     for i in $(seq 1 "$n"); do
         printf '{"id":"%s-%d","secrets":["TOKEN"],"command":["true"]}\n' "$prefix" "$i" \
             >"$work/clone/vault/actions/$prefix-$i.json"
