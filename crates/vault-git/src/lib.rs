@@ -807,3 +807,19 @@ impl RepoArgs {
         Ops::open(&cache, url, &self.branch, creds)
     }
 }
+
+/// Report a tool's top-level error on stderr and give its exit code: a
+/// closed stdout (`| head`) ends quietly with 0, an unreachable remote is
+/// "retry later", anything else a failure.
+pub fn exit_for(tool: &str, e: &anyhow::Error) -> vault_core::Exit {
+    use vault_core::Exit;
+    if vault_core::jsonl::is_broken_pipe(e.as_ref()) {
+        return Exit::Ok;
+    }
+    let code = match e.downcast_ref::<GitError>() {
+        Some(g) if g.is_unreachable() => Exit::RetryLater,
+        _ => Exit::Failure,
+    };
+    vault_core::report(tool, format!("{e:#}"));
+    code
+}

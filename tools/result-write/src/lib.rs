@@ -108,17 +108,7 @@ pub fn run() -> ExitCode {
     let stdin = std::io::stdin();
     match record(&cli, stdin.lock(), &mut std::io::stdout().lock()) {
         Ok(exit) => exit.into(),
-        Err(e) => {
-            if jsonl::is_broken_pipe(e.as_ref()) {
-                return Exit::Ok.into();
-            }
-            let code = match e.downcast_ref::<GitError>() {
-                Some(g) if g.is_unreachable() => Exit::RetryLater,
-                _ => Exit::Failure,
-            };
-            report(TOOL, format!("{e:#}"));
-            code.into()
-        }
+        Err(e) => vault_git::exit_for(TOOL, &e).into(),
     }
 }
 

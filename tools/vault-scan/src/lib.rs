@@ -34,7 +34,6 @@ use clap::Parser;
 use scan::Candidate;
 use std::process::ExitCode;
 use vault_core::{jsonl, report, ActionId, Exit};
-use vault_git::GitError;
 
 const TOOL: &str = "vault-scan";
 
@@ -42,17 +41,7 @@ pub fn run() -> ExitCode {
     let cli = cli::Cli::parse();
     match scan_to(&cli, &mut std::io::stdout().lock()) {
         Ok(()) => Exit::Ok.into(),
-        Err(e) => {
-            if jsonl::is_broken_pipe(e.as_ref()) {
-                return Exit::Ok.into();
-            }
-            let code = match e.downcast_ref::<GitError>() {
-                Some(g) if g.is_unreachable() => Exit::RetryLater,
-                _ => Exit::Failure,
-            };
-            report(TOOL, format!("{e:#}"));
-            code.into()
-        }
+        Err(e) => vault_git::exit_for(TOOL, &e).into(),
     }
 }
 
