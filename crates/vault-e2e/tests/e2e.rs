@@ -183,6 +183,25 @@ fn kill_group(child: &mut Child) {
         .unwrap();
     assert!(killed.success(), "kill -KILL -- -{pgid} failed");
     let _ = child.wait();
+    // The tools inherit the dispatcher's lock; it is free once every
+    // process of the group is gone, not just the shell.
+    wait_until("the killed group to exit", Duration::from_secs(30), || {
+        !group_alive(&pgid)
+    });
+}
+
+/// Whether any process (zombies aside) is still in process group `pgid`.
+fn group_alive(pgid: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .any(|stat| {
+            // "pid (comm) state ppid pgrp ...": comm may hold spaces.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let mut f = rest.split_whitespace();
+            let state = f.next();
+            f.nth(1) == Some(pgid) && state != Some("Z")
+        })
 }
 
 #[test]
