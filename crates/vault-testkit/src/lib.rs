@@ -188,6 +188,17 @@ pub fn run_with(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
     }
 }
 
+/// Start `cmd` in the background with `input` written to its stdin, which is
+/// then closed. stdout and stderr are as the caller set them on `cmd`.
+pub fn spawn_fed(cmd: &mut Command, input: &[u8]) -> std::process::Child {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child
+}
+
 /// Run `cmd` with `stdin`, at most 120 s.
 pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
     run_with(cmd, stdin, Duration::from_secs(120))

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vault_testkit::{bin, git, run, OpsRepo, Output, TempDir, Testbed};
+use vault_testkit::{bin, git, run, spawn_fed, OpsRepo, Output, TempDir, Testbed};
 
 const ACTION: &str = r#"{"id":"ID","secrets":[],"command":["true"]}"#;
 
@@ -173,22 +173,15 @@ fn concurrent_claims_have_exactly_one_winner() {
             .iter()
             .zip(&caches)
             .map(|(me, cache)| {
-                let mut child = Command::new(bin("result-write"))
-                    .args(["--claim", "--repo", url, "--dispatcher-id", me])
-                    .arg("--cache")
-                    .arg(cache.path())
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(line.as_bytes())
-                    .unwrap();
+                let child = spawn_fed(
+                    Command::new(bin("result-write"))
+                        .args(["--claim", "--repo", url, "--dispatcher-id", me])
+                        .arg("--cache")
+                        .arg(cache.path())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped()),
+                    line.as_bytes(),
+                );
                 (me.to_string(), child)
             })
             .collect();
@@ -335,22 +328,15 @@ fn a_branch_moving_during_the_push_is_retried_without_rewriting() {
         ),
     );
     let cache = TempDir::new().unwrap();
-    let mut child = Command::new(bin("result-write"))
-        .args(["--repo", &repo.url, "--dispatcher-id", "d"])
-        .arg("--cache")
-        .arg(cache.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(result_line("moved", "succeeded").as_bytes())
-            .unwrap();
-    }
+    let child = spawn_fed(
+        Command::new(bin("result-write"))
+            .args(["--repo", &repo.url, "--dispatcher-id", "d"])
+            .arg("--cache")
+            .arg(cache.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        result_line("moved", "succeeded").as_bytes(),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while !waiting.exists() {
         assert!(Instant::now() < deadline, "the hook never ran");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-use vault_testkit::{docker, run_with, unique, Output, Testbed};
+use vault_testkit::{docker, run_with, spawn_fed, unique, Output, Testbed};
 
 const BIN: &str = env!("CARGO_BIN_EXE_run-action");
 
@@ -708,20 +708,10 @@ fn resume_collects_an_exited_container() {
 fn resume_reattaches_to_a_running_container() {
     let c = Case::new("res-running");
     let action = json!({"command": ["sh", "-c", "echo first; sleep 8; echo second; exit 4"]});
-    let mut child = c
-        .cmd()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(c.line(action.clone(), false).as_bytes())
-            .unwrap();
-    }
+    let mut child = spawn_fed(
+        c.cmd().stdout(Stdio::null()).stderr(Stdio::null()),
+        c.line(action.clone(), false).as_bytes(),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let running = docker(&["inspect", "-f", "{{.State.Running}}", &c.name()]);
@@ -856,22 +846,14 @@ fn reattach_without_secret_values_withholds_output() {
     let dir = secrets_dir(&[("TOKEN", b"withheld-secret-value")]);
     let action = json!({"command": ["sh", "-c", "sleep 6; cat /run/secrets/TOKEN; exit 2"],
                         "secrets": ["TOKEN"]});
-    let mut child = c
-        .cmd()
-        .arg("--secrets-dir")
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(c.line(action.clone(), false).as_bytes())
-            .unwrap();
-    }
+    let mut child = spawn_fed(
+        c.cmd()
+            .arg("--secrets-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        c.line(action.clone(), false).as_bytes(),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while docker(&["inspect", "-f", "{{.State.Running}}", &c.name()])
         .stdout
