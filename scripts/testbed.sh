@@ -30,6 +30,9 @@ install_packages() {
     command -v flock >/dev/null || missing+=(util-linux)
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+    # The https tests: a self-signed certificate and a TLS git server.
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v python3 >/dev/null || missing+=(python3)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
         apt-get update -qq

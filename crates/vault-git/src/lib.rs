@@ -37,6 +37,60 @@ use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Where the CA bundle is, remembered by [`defer_ca_bundle`].
+static CA_BUNDLE: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// Put off reading the CA bundle until an https remote needs it.
+///
+/// libgit2 parses the system's whole CA bundle when it starts: about 20 ms
+/// of CPU in every vault-scan and result-write run, most of their time on a
+/// warm cache, though only https remotes use it. Call this first thing in
+/// `main`, while the process has one thread and before any other git2 call.
+/// It remembers where the bundle is (the same probe git2 makes, so a
+/// `SSL_CERT_FILE` the user set is honoured) and points libgit2's start-up
+/// load at `/dev/null`; [`Ops::open`] hands the remembered bundle to libgit2
+/// for an `https://` remote, so what is trusted does not change. A CA
+/// directory (`SSL_CERT_DIR`, hashed) costs nothing at start (OpenSSL reads
+/// it per lookup) and is left to git2 as before. Without this call libgit2
+/// reads the bundle at start as usual.
+pub fn defer_ca_bundle() {
+    CA_BUNDLE.get_or_init(|| {
+        let file = openssl_probe::probe()
+            .cert_file
+            .filter(|f| f != Path::new("/dev/null"));
+        if file.is_some() {
+            std::env::set_var("SSL_CERT_FILE", "/dev/null");
+        }
+        file
+    });
+}
+
+/// Give libgit2 the CA bundle [`defer_ca_bundle`] put off (once a process).
+fn load_ca_bundle() -> Result<(), GitError> {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    let Some(Some(file)) = CA_BUNDLE.get() else {
+        return Ok(());
+    };
+    LOADED
+        .get_or_init(|| {
+            // SAFETY: git2 requires that no other git2 call runs while the
+            // certificate locations change; the tools make their git2 calls
+            // from one thread, and this runs before their first network call.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { git2::opts::set_ssl_cert_file(file) };
+            loaded.map_err(|e| {
+                format!(
+                    "cannot load the CA certificates in {}: {}",
+                    file.display(),
+                    e.message()
+                )
+            })
+        })
+        .clone()
+        .map_err(GitError::Config)
+}
 
 /// Everything that can go wrong talking to the ops repo. The caller maps
 /// [`GitError::is_unreachable`] to "retry later" and the rest to failure.
@@ -48,6 +102,10 @@ pub enum GitError {
     MissingBranch { url: String, branch: String },
     #[error("authentication to {url} failed: {message}")]
     Auth { url: String, message: String },
+    #[error(
+        "the TLS certificate of {url} is not trusted ({message}): give its CA in SSL_CERT_FILE"
+    )]
+    Certificate { url: String, message: String },
     #[error("{url} refused the update of {refname}: {status}{remote}")]
     Rejected {
         url: String,
@@ -297,6 +355,9 @@ impl Ops {
                 "refusing to send a token over plain http://: use https://".into(),
             ));
         }
+        if url.scheme().as_deref() == Some("https") {
+            load_ca_bundle()?;
+        }
         let key = url.cache_key();
         let repos = cache_root.join("repos");
         std::fs::create_dir_all(&repos).map_err(GitError::io(format!(
@@ -415,7 +476,10 @@ impl Ops {
     fn classify(&self, e: git2::Error) -> GitError {
         let url = self.url.display();
         let message = e.message().replace(['\n', '\r'], " ");
-        if e.code() == ErrorCode::Auth || e.code() == ErrorCode::Certificate {
+        if e.code() == ErrorCode::Certificate {
+            return GitError::Certificate { url, message };
+        }
+        if e.code() == ErrorCode::Auth {
             return GitError::Auth { url, message };
         }
         let unreachable = matches!(

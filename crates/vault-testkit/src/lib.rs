@@ -508,3 +508,98 @@ impl Drop for GitDaemon {
         }
     }
 }
+
+/// A smart-HTTP git server over TLS of a test's own on 127.0.0.1
+/// (`https-git-server.py`: `git http-backend` behind basic auth), with a
+/// fresh self-signed certificate for `127.0.0.1` that no system trusts.
+pub struct HttpsGit {
+    pub base: TempDir,
+    pub port: u16,
+    /// The server's certificate (PEM): trust it with `SSL_CERT_FILE`.
+    pub ca: PathBuf,
+    /// A file holding the one password the server accepts.
+    pub token_file: PathBuf,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl HttpsGit {
+    pub fn start(token: &str) -> HttpsGit {
+        let base = TempDir::new().unwrap();
+        let keys = base.path().join("tls");
+        std::fs::create_dir_all(&keys).unwrap();
+        let (ca, key) = (keys.join("cert.pem"), keys.join("key.pem"));
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&ca)
+            .output()
+            .expect("openssl (the CLI) is needed: run scripts/testbed.sh up");
+        assert!(
+            out.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token_file = keys.join("token");
+        std::fs::write(&token_file, token).unwrap();
+        let log = keys.join("requests.log");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("https-git-server.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(base.path())
+            .args([&ca, &key, &token_file])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python3 is needed: run scripts/testbed.sh up");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("https-git-server.py did not start: {line:?}"));
+        HttpsGit {
+            base,
+            port,
+            ca,
+            token_file,
+            child,
+            log,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`; a repo `x.git` under `base` is at `{url}/x.git`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// One line per request the server answered: `METHOD PATH STATUS`.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for HttpsGit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -104,6 +104,7 @@ impl Tally {
 }
 
 pub fn run() -> ExitCode {
+    vault_git::defer_ca_bundle();
     let cli = cli::Cli::parse();
     let stdin = std::io::stdin();
     match record(&cli, stdin.lock(), &mut std::io::stdout().lock()) {

@@ -38,6 +38,7 @@ use vault_core::{jsonl, report, ActionId, Exit};
 const TOOL: &str = "vault-scan";
 
 pub fn run() -> ExitCode {
+    vault_git::defer_ca_bundle();
     let cli = cli::Cli::parse();
     match scan_to(&cli, &mut std::io::stdout().lock()) {
         Ok(()) => Exit::Ok.into(),
