@@ -495,3 +495,78 @@ fn restart_dockerd(tb: &Testbed) {
     );
     out.success();
 }
+
+/// Milliseconds since the epoch of a result's `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn epoch_ms(ts: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| -> i64 {
+        ts.get(r)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an RFC 3339 UTC time: {ts}"))
+    };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from 1970-01-01 (H. Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let ms = n(20..23);
+    ((days * 24 + n(11..13)) * 60 + n(14..16)) * 60_000 + n(17..19) * 1000 + ms
+}
+
+#[test]
+fn parallel_dispatch_runs_actions_side_by_side_and_records_each_once() {
+    let _g = shared_dockerd();
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    secrets.add("TOKEN", b"parallel-secret-value");
+    let site = Site::new(&tb, &repo.url, &secrets, "host-par");
+    let ids: Vec<String> = (0..4).map(|_| unique("par")).collect();
+    let since = now_s();
+    // Each action sleeps 3 s; the last one also fails.
+    let files: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let script = if i == 3 {
+                "sleep 3; exit 7"
+            } else {
+                "sleep 3; echo done"
+            };
+            (
+                format!("vault/actions/{id}.json"),
+                action(id, &["TOKEN"], script),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, Option<&[u8]>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_bytes())))
+        .collect();
+    repo.commit(&refs, "approve four");
+
+    let mut cmd = site.command();
+    cmd.env("VAULT_PARALLEL", "2");
+    let out = run_with(&mut cmd, b"", Duration::from_secs(240));
+    out.success();
+    let mut spans = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let r = repo.result(id).unwrap();
+        let want = if i == 3 { "failed" } else { "succeeded" };
+        assert_eq!(r["status"], want, "{r}");
+        assert_eq!(creates(id, since), 1, "{id} started once");
+        spans.push((
+            epoch_ms(r["started_at"].as_str().unwrap()),
+            epoch_ms(r["finished_at"].as_str().unwrap()),
+        ));
+    }
+    // Actions dispatched together ran side by side: the first two overlap
+    // for most of their 3 s (one after the other, they would not at all).
+    let overlap = spans[0].1.min(spans[1].1) - spans[0].0.max(spans[1].0);
+    assert!(overlap >= 2000, "the first two ran side by side: {spans:?}");
+    assert!(site.mounts_left().is_empty(), "{:?}", site.mounts_left());
+    let head = repo.head();
+    site.once().success();
+    assert_eq!(repo.head(), head, "a second pass changes nothing");
+}
