@@ -5,12 +5,15 @@
 #      mount, run, record, remove) vs a bare `docker run --rm` of the same
 #      locked-down container;                                 target <= 1.15x
 #   2. 100 trivial actions drained by one dispatcher.sh --once vs 100 bare
-#      `docker run --rm` one after another.
-# Usage (root): bench/pipeline.sh [ROUNDS]   (default 10 for 1; 2 runs once)
+#      `docker run --rm` one after another;
+#   3. where one action's time goes: the same cycle with each tool behind a
+#      timing shim, mean milliseconds per tool call (the shims' own cost
+#      is in these numbers, not in 1 or 2).
+# Usage (root): bench/pipeline.sh [ROUNDS]   (default 20 for 1 and 3; 2 runs once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-rounds=${1:-10}
+rounds=${1:-20}
 many=${VAULT_BENCH_MANY:-100}
 
 env_file=$(scripts/testbed.sh up)
@@ -59,17 +62,44 @@ bare_run
 land warm 1
 sh dispatcher.sh --once 2>/dev/null
 
-base=0 pipe=0
+# Rounds alternate the two, so a slow spell of the machine hits both.
+: >"$work/rounds"
 for r in $(seq 1 "$rounds"); do
     t0=$(now); bare_run; t1=$(now)
     land "one$r" 1
     t2=$(now); sh dispatcher.sh --once 2>/dev/null; t3=$(now)
-    base=$(calc "$base + $t1 - $t0")
-    pipe=$(calc "$pipe + $t3 - $t2")
+    printf '%s %s\n' "$(calc "$t1 - $t0")" "$(calc "$t3 - $t2")" >>"$work/rounds"
 done
-one_ratio=$(calc "$pipe / $base")
-printf 'one action: bare docker run --rm %.3f s, pipeline %.3f s (mean of %d), ratio %.2f\n' \
-    "$(calc "$base / $rounds")" "$(calc "$pipe / $rounds")" "$rounds" "$one_ratio"
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+base_mean=$(awk '{ s += $1 } END { print s / NR }' "$work/rounds")
+pipe_mean=$(awk '{ s += $2 } END { print s / NR }' "$work/rounds")
+base_med=$(cut -d' ' -f1 "$work/rounds" | median)
+pipe_med=$(cut -d' ' -f2 "$work/rounds" | median)
+printf 'one action (%d rounds): bare docker run --rm mean %.3f s median %.3f s; pipeline mean %.3f s median %.3f s\n' \
+    "$rounds" "$base_mean" "$base_med" "$pipe_mean" "$pipe_med"
+printf 'one action: ratio of means %.2f, ratio of medians %.2f\n' \
+    "$(calc "$pipe_mean / $base_mean")" "$(calc "$pipe_med / $base_med")"
+
+shims=$work/shims
+mkdir -p "$shims"
+for tool in vault-scan secret-mount run-action result-write; do
+    cat >"$shims/$tool" <<EOF
+#!/bin/sh
+s=\$(date +%s%N)
+"$root/target/release/$tool" "\$@"
+rc=\$?
+printf '%s\t%s\t%s\n' "$tool\${1:+ \$1}" "\$s" "\$(date +%s%N)" >>"$work/steps.log"
+exit \$rc
+EOF
+    chmod +x "$shims/$tool"
+done
+for r in $(seq 1 "$rounds"); do
+    land "step$r" 1
+    VAULT_BIN_DIR=$shims sh dispatcher.sh --once 2>/dev/null
+done
+echo "one action, mean per tool call (secret-mount -- includes run-action):"
+awk -F'\t' '{ ms[$1] += ($3 - $2) / 1e6; n[$1]++ }
+    END { for (k in ms) printf "  %-22s %7.1f ms\n", k, ms[k] / n[k] }' "$work/steps.log" | sort
 
 t0=$(now)
 for _ in $(seq 1 "$many"); do bare_run; done
