@@ -33,10 +33,23 @@ install_packages() {
     # The https tests: a self-signed certificate and a TLS git server.
     command -v openssl >/dev/null || missing+=(openssl)
     command -v python3 >/dev/null || missing+=(python3)
+    # The ssh tests run their own sshd on 127.0.0.1.
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        # Install without starting the packages' services (a system sshd on
+        # port 22, a stock dockerd): the testbed starts its own, on loopback.
+        local policy=/usr/sbin/policy-rc.d added=0 rc=0
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?
+        [ "$added" = 0 ] || rm -f "$policy"
+        if [ "$rc" != 0 ]; then
+            log "apt-get install ${missing[*]} failed (exit $rc)"
+            exit 1
+        fi
     fi
     # gVisor is optional: tests of VAULT_RUNTIME=runsc run when it is here.
     if ! command -v runsc >/dev/null && [ "${VAULT_TESTBED_RUNSC:-1}" = 1 ]; then

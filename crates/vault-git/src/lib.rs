@@ -102,10 +102,15 @@ pub enum GitError {
     MissingBranch { url: String, branch: String },
     #[error("authentication to {url} failed: {message}")]
     Auth { url: String, message: String },
-    #[error(
-        "the TLS certificate of {url} is not trusted ({message}): give its CA in SSL_CERT_FILE"
-    )]
-    Certificate { url: String, message: String },
+    /// The server's identity was not verified: a TLS certificate no CA in
+    /// the bundle signed, or an ssh host key not in `~/.ssh/known_hosts`.
+    #[error("{what} of {url} is not trusted ({message}): {fix}")]
+    Certificate {
+        url: String,
+        message: String,
+        what: &'static str,
+        fix: &'static str,
+    },
     #[error("{url} refused the update of {refname}: {status}{remote}")]
     Rejected {
         url: String,
@@ -477,7 +482,23 @@ impl Ops {
         let url = self.url.display();
         let message = e.message().replace(['\n', '\r'], " ");
         if e.code() == ErrorCode::Certificate {
-            return GitError::Certificate { url, message };
+            let (what, fix) = if e.class() == ErrorClass::Ssh {
+                (
+                    "the ssh host key",
+                    "add the server's key to ~/.ssh/known_hosts of the user the tools run as",
+                )
+            } else {
+                (
+                    "the TLS certificate",
+                    "give the CA that signed it in SSL_CERT_FILE",
+                )
+            };
+            return GitError::Certificate {
+                url,
+                message,
+                what,
+                fix,
+            };
         }
         if e.code() == ErrorCode::Auth {
             return GitError::Auth { url, message };

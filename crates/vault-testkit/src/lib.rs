@@ -603,3 +603,95 @@ impl Drop for HttpsGit {
         let _ = self.child.wait();
     }
 }
+
+/// An `sshd` of a test's own on 127.0.0.1 (run as root, public-key login
+/// only) serving the bare repos under `base` as
+/// `ssh://root@127.0.0.1:PORT/<absolute path>`, with a fresh host key and
+/// a fresh client key it accepts.
+pub struct SshGit {
+    pub base: TempDir,
+    pub port: u16,
+    /// The client's private key (ed25519, no passphrase).
+    pub client_key: PathBuf,
+    /// A `known_hosts` line for the server: `[127.0.0.1]:PORT <type> <key>`.
+    pub known_hosts_line: String,
+    child: std::process::Child,
+}
+
+impl SshGit {
+    pub fn start() -> SshGit {
+        let base = TempDir::new().unwrap();
+        let keys = base.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        let keygen = |name: &str| {
+            let path = keys.join(name);
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(&path)
+                .output()
+                .expect("ssh-keygen is needed: run scripts/testbed.sh up");
+            assert!(out.status.success(), "ssh-keygen: {out:?}");
+            path
+        };
+        let host_key = keygen("host");
+        let client_key = keygen("client");
+        let authorized = keys.join("authorized_keys");
+        std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
+        // sshd's privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opt = |k: &str, v: &dyn std::fmt::Display| format!("{k}={v}");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f", "/dev/null"])
+            .args(
+                [
+                    opt("Port", &port),
+                    opt("ListenAddress", &"127.0.0.1"),
+                    opt("HostKey", &host_key.display()),
+                    opt("AuthorizedKeysFile", &authorized.display()),
+                    opt("PidFile", &"none"),
+                    opt("StrictModes", &"no"),
+                    opt("UsePAM", &"no"),
+                    opt("PasswordAuthentication", &"no"),
+                    opt("KbdInteractiveAuthentication", &"no"),
+                    opt("PermitRootLogin", &"prohibit-password"),
+                ]
+                .iter()
+                .flat_map(|o| ["-o", o.as_str()].map(str::to_string)),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd (openssh-server) is needed: run scripts/testbed.sh up");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+        let key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+        SshGit {
+            base,
+            port,
+            client_key,
+            known_hosts_line: format!("[127.0.0.1]:{port} {}", key.join(" ")),
+            child,
+        }
+    }
+
+    /// `ssh://root@127.0.0.1:PORT<path>` of a bare repo under `base`.
+    pub fn url(&self, repo: &Path) -> String {
+        format!("ssh://root@127.0.0.1:{}{}", self.port, repo.display())
+    }
+}
+
+impl Drop for SshGit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
