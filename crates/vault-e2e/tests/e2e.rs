@@ -118,6 +118,25 @@ fn action(id: &str, secrets: &[&str], script: &str) -> String {
     .to_string()
 }
 
+/// Land one action per (id, script), each naming the secret TOKEN, in one
+/// commit.
+fn land_all(repo: &OpsRepo, scripts: &[(&str, &str)]) {
+    let files: Vec<(String, String)> = scripts
+        .iter()
+        .map(|(id, script)| {
+            (
+                format!("vault/actions/{id}.json"),
+                action(id, &["TOKEN"], script),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, Option<&[u8]>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_bytes())))
+        .collect();
+    repo.commit(&refs, &format!("approve {} actions", scripts.len()));
+}
+
 /// Container creates for `id` seen by dockerd since `since` (unix seconds).
 fn creates(id: &str, since: u64) -> usize {
     let out = docker(&[
@@ -404,20 +423,11 @@ fn two_dispatchers_on_one_repo_start_every_action_exactly_once() {
     let b = Site::new(&tb, &repo.url, &secrets, "host-b");
     let ids: Vec<String> = (0..4).map(|_| unique("pair")).collect();
     let since = now_s();
-    let files: Vec<(String, String)> = ids
+    let scripts: Vec<(&str, &str)> = ids
         .iter()
-        .map(|id| {
-            (
-                format!("vault/actions/{id}.json"),
-                action(id, &["TOKEN"], "sleep 1; echo done"),
-            )
-        })
+        .map(|id| (id.as_str(), "sleep 1; echo done"))
         .collect();
-    let refs: Vec<(&str, Option<&[u8]>)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), Some(c.as_bytes())))
-        .collect();
-    repo.commit(&refs, "approve four");
+    land_all(&repo, &scripts);
 
     let (ca, cb) = (a.spawn(), b.spawn());
     let oa = finish(ca, Duration::from_secs(240));
@@ -525,7 +535,7 @@ fn parallel_dispatch_runs_actions_side_by_side_and_records_each_once() {
     let ids: Vec<String> = (0..4).map(|_| unique("par")).collect();
     let since = now_s();
     // Each action sleeps 3 s; the last one also fails.
-    let files: Vec<(String, String)> = ids
+    let scripts: Vec<(&str, &str)> = ids
         .iter()
         .enumerate()
         .map(|(i, id)| {
@@ -534,17 +544,10 @@ fn parallel_dispatch_runs_actions_side_by_side_and_records_each_once() {
             } else {
                 "sleep 3; echo done"
             };
-            (
-                format!("vault/actions/{id}.json"),
-                action(id, &["TOKEN"], script),
-            )
+            (id.as_str(), script)
         })
         .collect();
-    let refs: Vec<(&str, Option<&[u8]>)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), Some(c.as_bytes())))
-        .collect();
-    repo.commit(&refs, "approve four");
+    land_all(&repo, &scripts);
 
     let mut cmd = site.command();
     cmd.env("VAULT_PARALLEL", "2");
