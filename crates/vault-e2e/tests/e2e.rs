@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vault_core::time::parse_ms;
 use vault_testkit::{
     bin_dir, docker, run_with, unique, GitDaemon, OpsRepo, Output, SecretStore, TempDir, Testbed,
 };
@@ -506,24 +507,6 @@ fn restart_dockerd(tb: &Testbed) {
     out.success();
 }
 
-/// Milliseconds since the epoch of a result's `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn epoch_ms(ts: &str) -> i64 {
-    let n = |r: std::ops::Range<usize>| -> i64 {
-        ts.get(r)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("not an RFC 3339 UTC time: {ts}"))
-    };
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    // Days from 1970-01-01 (H. Hinnant's days_from_civil).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let ms = n(20..23);
-    ((days * 24 + n(11..13)) * 60 + n(14..16)) * 60_000 + n(17..19) * 1000 + ms
-}
-
 #[test]
 fn parallel_dispatch_runs_actions_side_by_side_and_records_each_once() {
     let _g = shared_dockerd();
@@ -559,10 +542,11 @@ fn parallel_dispatch_runs_actions_side_by_side_and_records_each_once() {
         let want = if i == 3 { "failed" } else { "succeeded" };
         assert_eq!(r["status"], want, "{r}");
         assert_eq!(creates(id, since), 1, "{id} started once");
-        spans.push((
-            epoch_ms(r["started_at"].as_str().unwrap()),
-            epoch_ms(r["finished_at"].as_str().unwrap()),
-        ));
+        let ms = |field: &str| {
+            let at = r[field].as_str().unwrap();
+            parse_ms(at).unwrap_or_else(|| panic!("{field} is not an RFC 3339 time: {at}"))
+        };
+        spans.push((ms("started_at"), ms("finished_at")));
     }
     // Actions dispatched together ran side by side: the first two overlap
     // for most of their 3 s (one after the other, they would not at all).

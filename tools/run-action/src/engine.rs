@@ -508,7 +508,7 @@ async fn reattach(
         .state
         .as_ref()
         .and_then(|s| s.started_at.as_deref())
-        .and_then(policy::parse_docker_time)
+        .and_then(vault_core::time::parse_ms)
         .or_else(|| journal.read().ok().and_then(|s| s.started_ms))
         .unwrap_or_else(journal::now_ms);
     let elapsed = Duration::from_millis(journal::now_ms().saturating_sub(started_ms));
@@ -720,12 +720,12 @@ async fn finish(
     let started = state
         .as_ref()
         .and_then(|s| s.started_at.as_deref())
-        .and_then(policy::parse_docker_time)
+        .and_then(vault_core::time::parse_ms)
         .unwrap_or(started_ms);
     let finished = state
         .as_ref()
         .and_then(|s| s.finished_at.as_deref())
-        .and_then(policy::parse_docker_time)
+        .and_then(vault_core::time::parse_ms)
         .filter(|f| *f >= started && !running)
         .unwrap_or(now);
     r.started_at = Some(rfc3339_ms(started));

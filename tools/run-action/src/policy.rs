@@ -84,62 +84,6 @@ pub fn limits(action: &Action, args: &RunArgs) -> Result<Limits, Refusal> {
     })
 }
 
-/// Parse Docker's RFC 3339 timestamps (`2026-11-23T10:09:11.123456789Z`,
-/// or with a `+hh:mm` offset) into milliseconds since the epoch. `None`
-/// for the zero time Docker uses for "never" and anything unparsable.
-pub fn parse_docker_time(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if y < 1971 {
-        return None;
-    }
-    let mut i = 19;
-    let mut ms = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        let frac = &s[start..i];
-        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
-        ms = digits.parse().ok()?;
-    }
-    let offset_s = match b.get(i) {
-        Some(b'Z') => 0,
-        Some(sign @ (b'+' | b'-')) => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            let v = oh * 3600 + om * 60;
-            if *sign == b'+' {
-                v
-            } else {
-                -v
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
-    u64::try_from(secs * 1000 + ms).ok()
-}
-
-/// Howard Hinnant's days-from-civil (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,30 +147,5 @@ mod tests {
         let a = action(r#"{"id":"x","secrets":[],"command":["a"],"network":"bridge"}"#);
         assert_eq!(limits(&a, &args(&[])), Err(Refusal::Bridge));
         assert!(limits(&a, &args(&["--allow-bridge"])).unwrap().bridge);
-    }
-
-    #[test]
-    fn docker_times() {
-        assert_eq!(
-            parse_docker_time("1970-01-02T00:00:00Z").map(|_| ()),
-            None,
-            "before 1971 is Docker's zero time"
-        );
-        assert_eq!(parse_docker_time("0001-01-01T00:00:00Z"), None);
-        assert_eq!(
-            parse_docker_time("2000-02-29T00:00:00.123456789Z"),
-            Some(951_782_400_123)
-        );
-        assert_eq!(
-            parse_docker_time("2000-02-29T01:00:00.5+01:00"),
-            Some(951_782_400_500)
-        );
-        let ms = parse_docker_time("2026-11-23T10:09:11.1Z").unwrap();
-        assert_eq!(
-            vault_core::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
-            "2026-11-23T10:09:11.100Z"
-        );
-        assert_eq!(parse_docker_time("garbage"), None);
-        assert_eq!(parse_docker_time("2026-11-23T10:09:11"), None);
     }
 }
