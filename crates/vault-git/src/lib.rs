@@ -67,29 +67,24 @@ pub fn defer_ca_bundle() {
     });
 }
 
-/// Give libgit2 the CA bundle [`defer_ca_bundle`] put off (once a process).
+/// Give libgit2 the CA bundle [`defer_ca_bundle`] put off. Each tool opens
+/// its ops repo once, so this runs at most once a process.
 fn load_ca_bundle() -> Result<(), GitError> {
-    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
     let Some(Some(file)) = CA_BUNDLE.get() else {
         return Ok(());
     };
-    LOADED
-        .get_or_init(|| {
-            // SAFETY: git2 requires that no other git2 call runs while the
-            // certificate locations change; the tools make their git2 calls
-            // from one thread, and this runs before their first network call.
-            #[allow(unsafe_code)]
-            let loaded = unsafe { git2::opts::set_ssl_cert_file(file) };
-            loaded.map_err(|e| {
-                format!(
-                    "cannot load the CA certificates in {}: {}",
-                    file.display(),
-                    e.message()
-                )
-            })
-        })
-        .clone()
-        .map_err(GitError::Config)
+    // SAFETY: git2 requires that no other git2 call runs while the
+    // certificate locations change; the tools make their git2 calls from
+    // one thread, and this runs before their first network call.
+    #[allow(unsafe_code)]
+    let loaded = unsafe { git2::opts::set_ssl_cert_file(file) };
+    loaded.map_err(|e| {
+        GitError::Config(format!(
+            "cannot load the CA certificates in {}: {}",
+            file.display(),
+            e.message()
+        ))
+    })
 }
 
 /// Everything that can go wrong talking to the ops repo. The caller maps
@@ -102,15 +97,10 @@ pub enum GitError {
     MissingBranch { url: String, branch: String },
     #[error("authentication to {url} failed: {message}")]
     Auth { url: String, message: String },
-    /// The server's identity was not verified: a TLS certificate no CA in
-    /// the bundle signed, or an ssh host key not in `~/.ssh/known_hosts`.
-    #[error("{what} of {url} is not trusted ({message}): {fix}")]
-    Certificate {
-        url: String,
-        message: String,
-        what: &'static str,
-        fix: &'static str,
-    },
+    #[error("the TLS certificate of {url} is not trusted ({message}): give the CA that signed it in SSL_CERT_FILE")]
+    UntrustedCertificate { url: String, message: String },
+    #[error("the ssh host key of {url} is not trusted ({message}): add the server's key to ~/.ssh/known_hosts of the user the tools run as")]
+    UnknownHostKey { url: String, message: String },
     #[error("{url} refused the update of {refname}: {status}{remote}")]
     Rejected {
         url: String,
@@ -482,22 +472,10 @@ impl Ops {
         let url = self.url.display();
         let message = e.message().replace(['\n', '\r'], " ");
         if e.code() == ErrorCode::Certificate {
-            let (what, fix) = if e.class() == ErrorClass::Ssh {
-                (
-                    "the ssh host key",
-                    "add the server's key to ~/.ssh/known_hosts of the user the tools run as",
-                )
+            return if e.class() == ErrorClass::Ssh {
+                GitError::UnknownHostKey { url, message }
             } else {
-                (
-                    "the TLS certificate",
-                    "give the CA that signed it in SSL_CERT_FILE",
-                )
-            };
-            return GitError::Certificate {
-                url,
-                message,
-                what,
-                fix,
+                GitError::UntrustedCertificate { url, message }
             };
         }
         if e.code() == ErrorCode::Auth {
