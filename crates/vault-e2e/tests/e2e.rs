@@ -15,7 +15,8 @@ use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vault_core::time::parse_ms;
 use vault_testkit::{
-    bin_dir, docker, run_with, unique, GitDaemon, OpsRepo, Output, SecretStore, TempDir, Testbed,
+    bin_dir, docker, run_with, unique, wait_until, GitDaemon, OpsRepo, Output, SecretStore,
+    TempDir, Testbed,
 };
 
 /// Tests that restart dockerd take this exclusively; the others share it.
@@ -167,14 +168,6 @@ fn container_state(id: &str) -> Option<String> {
         &format!("vault-{id}"),
     ]);
     (out.code == Some(0)).then(|| out.stdout.trim().to_string())
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Wait for a spawned dispatcher, killing its group if it outlives `limit`.

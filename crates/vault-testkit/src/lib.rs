@@ -420,6 +420,33 @@ pub fn docker(args: &[&str]) -> Output {
     )
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `done` until it holds; panic with "timed out waiting for `what`"
+/// once `limit` has passed.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait (at most 10 s) until 127.0.0.1:`port` accepts connections
+/// (`listening`) or refuses them (`!listening`).
+fn wait_for_port(port: u16, listening: bool, what: &str) {
+    wait_until(what, Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() == listening
+    });
+}
+
 /// A `git daemon` of a test's own on 127.0.0.1, which the test can stop
 /// (remote down) and start again on the same port (remote up).
 pub struct GitDaemon {
@@ -430,11 +457,7 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     pub fn start() -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut d = GitDaemon {
             base: TempDir::new().unwrap(),
             port,
@@ -476,11 +499,7 @@ impl GitDaemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(self.port, true, "the git daemon to listen");
     }
 
     /// Stop serving: connections are refused until [`up`](Self::up).
@@ -492,11 +511,7 @@ impl GitDaemon {
                 .status();
             let _ = c.wait();
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "git daemon did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(self.port, false, "the git daemon to stop");
     }
 }
 
@@ -639,11 +654,7 @@ impl SshGit {
         std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
         // sshd's privilege separation directory.
         std::fs::create_dir_all("/run/sshd").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let opt = |k: &str, v: &dyn std::fmt::Display| format!("{k}={v}");
         let child = Command::new("/usr/sbin/sshd")
             .args(["-D", "-e", "-f", "/dev/null"])
@@ -667,11 +678,7 @@ impl SshGit {
             .stderr(Stdio::null())
             .spawn()
             .expect("sshd (openssh-server) is needed: run scripts/testbed.sh up");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(port, true, "sshd to listen");
         let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
         let key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
         SshGit {

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use vault_testkit::{bin, git, run, spawn_fed, OpsRepo, Output, TempDir, Testbed};
+use std::time::Duration;
+use vault_testkit::{bin, git, run, spawn_fed, wait_until, OpsRepo, Output, TempDir, Testbed};
 
 const ACTION: &str = r#"{"id":"ID","secrets":[],"command":["true"]}"#;
 
@@ -337,11 +337,9 @@ fn a_branch_moving_during_the_push_is_retried_without_rewriting() {
             .stderr(Stdio::piped()),
         result_line("moved", "succeeded").as_bytes(),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !waiting.exists() {
-        assert!(Instant::now() < deadline, "the hook never ran");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the hook to run", Duration::from_secs(60), || {
+        waiting.exists()
+    });
     let other = repo.land_action("meanwhile", &ACTION.replace("ID", "meanwhile"));
     std::fs::remove_file(&waiting).unwrap();
     let out = child.wait_with_output().unwrap();

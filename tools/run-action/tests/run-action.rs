@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
-use vault_testkit::{docker, run_with, spawn_fed, unique, Output, Testbed};
+use vault_testkit::{docker, run_with, spawn_fed, unique, wait_until, Output, Testbed};
 
 const BIN: &str = env!("CARGO_BIN_EXE_run-action");
 
@@ -33,6 +33,16 @@ impl Case {
 
     fn name(&self) -> String {
         format!("vault-{}", self.id)
+    }
+
+    /// Wait (at most 60 s) until this case's container runs.
+    fn wait_running(&self) {
+        wait_until("the container to run", Duration::from_secs(60), || {
+            docker(&["inspect", "-f", "{{.State.Running}}", &self.name()])
+                .stdout
+                .trim()
+                == "true"
+        });
     }
 
     /// A scan line for `action` (its `id` filled in).
@@ -712,15 +722,7 @@ fn resume_reattaches_to_a_running_container() {
         c.cmd().stdout(Stdio::null()).stderr(Stdio::null()),
         c.line(action.clone(), false).as_bytes(),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let running = docker(&["inspect", "-f", "{{.State.Running}}", &c.name()]);
-        if running.stdout.trim() == "true" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "container never ran");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_running();
     // The dispatcher dies; the container runs on.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -854,15 +856,7 @@ fn reattach_without_secret_values_withholds_output() {
             .stderr(Stdio::null()),
         c.line(action.clone(), false).as_bytes(),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while docker(&["inspect", "-f", "{{.State.Running}}", &c.name()])
-        .stdout
-        .trim()
-        != "true"
-    {
-        assert!(Instant::now() < deadline, "container never ran");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_running();
     child.kill().unwrap();
     child.wait().unwrap();
     // Resumed without the secrets dir: nothing to mask with, so nothing
