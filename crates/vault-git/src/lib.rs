@@ -325,6 +325,12 @@ pub struct Ops {
     _lock: Flock<File>,
 }
 
+/// Whether a tree entry is a regular file (a blob that is not a symbolic
+/// link). libgit2 normalizes modes, so a blob is 100644, 100755 or 120000.
+pub fn is_regular_file(entry: &git2::TreeEntry<'_>) -> bool {
+    entry.kind() == Some(ObjectType::Blob) && entry.filemode() != 0o120000
+}
+
 /// Where the fetched remote branch is kept in the cache clone.
 pub fn tracking_ref(branch: &str) -> String {
     format!("refs/remotes/origin/{branch}")

@@ -363,7 +363,7 @@ fn existing(repo: &Repository, actions: Option<&git2::Tree<'_>>, name: &str) -> 
     let Some(entry) = actions.and_then(|t| t.get_name(name)) else {
         return Existing::None;
     };
-    if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
+    if !vault_git::is_regular_file(&entry) {
         return Existing::Unreadable("it is not a regular file".into());
     }
     match repo.find_blob(entry.id()) {

@@ -33,7 +33,7 @@ use anyhow::Context;
 use clap::Parser;
 use scan::Candidate;
 use std::process::ExitCode;
-use vault_core::{jsonl, report, ActionId, Exit};
+use vault_core::{jsonl, report, Exit};
 
 const TOOL: &str = "vault-scan";
 
@@ -87,10 +87,10 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     };
     let mut writer = jsonl::Writer::new(out);
     for c in candidates {
-        let (stem, kind, oid, resume) = match c {
-            Candidate::Pending { stem, kind, oid } => (stem, kind, oid, false),
+        let (id, kind, oid, resume) = match c {
+            Candidate::Pending { id, kind, oid } => (id, kind, oid, false),
             Candidate::Running {
-                stem,
+                id,
                 kind,
                 oid,
                 dispatcher,
@@ -99,17 +99,17 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
                     if cli.verbose {
                         report(
                             TOOL,
-                            format!("{stem}: claimed by dispatcher {dispatcher:?}; skipped"),
+                            format!("{id}: claimed by dispatcher {dispatcher:?}; skipped"),
                         );
                     }
                     continue;
                 }
-                (stem, kind, oid, true)
+                (id, kind, oid, true)
             }
-            Candidate::BadResult { stem, reason } => {
+            Candidate::BadResult { id, reason } => {
                 report(
                     TOOL,
-                    format!("vault/actions/{stem}.result.json: {reason}; the action is not run"),
+                    format!("{}: {reason}; the action is not run", id.result_path()),
                 );
                 continue;
             }
@@ -118,7 +118,6 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
                 continue;
             }
         };
-        let id = ActionId::parse(&stem).context("cached candidate with a bad id")?;
         let line = scan::scan_line(repo, commit, id, kind, &oid, resume);
         writer.write(&line)?;
     }

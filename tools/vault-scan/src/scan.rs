@@ -12,7 +12,7 @@
 //! everything. Action files are always read again (they are few: only the
 //! pending ones), so validation never comes from a cache.
 
-use git2::{ObjectType, Oid, Repository};
+use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
@@ -40,19 +40,19 @@ pub enum EntryKind {
 pub enum Candidate {
     /// No result file: pending.
     Pending {
-        stem: String,
+        id: ActionId,
         kind: EntryKind,
         oid: String,
     },
     /// A `running` claim by `dispatcher`: pending for that dispatcher only.
     Running {
-        stem: String,
+        id: ActionId,
         kind: EntryKind,
         oid: String,
         dispatcher: String,
     },
     /// A result file that cannot be read as one: not pending, but said.
-    BadResult { stem: String, reason: String },
+    BadResult { id: ActionId, reason: String },
     /// A `.json` file whose name is not a valid action id.
     BadName { name: String, reason: String },
 }
@@ -60,9 +60,9 @@ pub enum Candidate {
 impl Candidate {
     fn key(&self) -> &str {
         match self {
-            Candidate::Pending { stem, .. }
-            | Candidate::Running { stem, .. }
-            | Candidate::BadResult { stem, .. } => stem,
+            Candidate::Pending { id, .. }
+            | Candidate::Running { id, .. }
+            | Candidate::BadResult { id, .. } => id.as_str(),
             Candidate::BadName { name, .. } => name,
         }
     }
@@ -254,7 +254,7 @@ pub fn candidates(
             continue;
         }
         let kind = match entry.filemode() {
-            0o100644 | 0o100755 | 0o100664 => EntryKind::Blob,
+            0o100644 | 0o100755 => EntryKind::Blob,
             0o120000 => EntryKind::Symlink,
             0o160000 => EntryKind::Submodule,
             _ => continue, // a subdirectory
@@ -269,35 +269,36 @@ pub fn candidates(
                 continue;
             }
         };
-        if let Err(e) = ActionId::parse(stem) {
-            out.push(Candidate::BadName {
-                name: String::from_utf8_lossy(name).into_owned(),
-                reason: e.to_string(),
-            });
-            continue;
-        }
+        let id = match ActionId::parse(stem) {
+            Ok(id) => id,
+            Err(e) => {
+                out.push(Candidate::BadName {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
         let oid = entry.id().to_string();
-        let stem = stem.to_string();
-        let result = tree.get_name(&format!("{stem}.result.json"));
+        let result = tree.get_name(&format!("{id}.result.json"));
         let Some(result) = result else {
-            out.push(Candidate::Pending { stem, kind, oid });
+            out.push(Candidate::Pending { id, kind, oid });
             continue;
         };
-        let state = match (result.kind(), result.filemode()) {
-            (Some(ObjectType::Blob), 0o100644 | 0o100755 | 0o100664) => {
-                results.get(repo, result.id())
-            }
-            _ => ResultState::Invalid("the result file is not a regular file".into()),
+        let state = if vault_git::is_regular_file(&result) {
+            results.get(repo, result.id())
+        } else {
+            ResultState::Invalid("the result file is not a regular file".into())
         };
         match state {
             ResultState::Final => {}
             ResultState::Running(dispatcher) => out.push(Candidate::Running {
-                stem,
+                id,
                 kind,
                 oid,
                 dispatcher,
             }),
-            ResultState::Invalid(reason) => out.push(Candidate::BadResult { stem, reason }),
+            ResultState::Invalid(reason) => out.push(Candidate::BadResult { id, reason }),
         }
     }
     out.sort_by(|a, b| a.key().cmp(b.key()));
@@ -359,6 +360,7 @@ fn read_action(repo: &Repository, stem: &str, oid: &str) -> Result<Action, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use git2::ObjectType;
 
     #[test]
     fn result_cache_round_trips_and_rejects_garbage() {
@@ -390,7 +392,7 @@ mod tests {
         let t1 = Oid::hash_object(ObjectType::Tree, b"1").unwrap();
         let t2 = Oid::hash_object(ObjectType::Tree, b"2").unwrap();
         let cands = vec![Candidate::Pending {
-            stem: "a".into(),
+            id: ActionId::parse("a").unwrap(),
             kind: EntryKind::Blob,
             oid: t1.to_string(),
         }];
