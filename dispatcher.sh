@@ -42,8 +42,6 @@ if ! flock -n 9; then
     flock 9
 fi
 
-# dispatch LINE: claim, run with its secrets mounted, record, clean up.
-# Returns 0 once a final result is recorded (or someone else holds the claim).
 # rm_recorded FILE: remove the containers of the results result-write
 # reports as recorded (its stdout: one {"id":...} line per result).
 rm_recorded() {
@@ -52,6 +50,8 @@ rm_recorded() {
     done
 }
 
+# dispatch LINE N: claim, run with its secrets mounted, record, clean up.
+# Returns 0 once a final result is recorded (or someone else holds the claim).
 dispatch() {
     line=$1
     tag=$work/$$.$2
@@ -64,8 +64,7 @@ dispatch() {
     esac
     # secret-mount and run-action print a result line whatever the outcome
     # (exit 0 succeeded, 5 any other status); no line means nothing to record.
-    rc=0
-    printf '%s\n' "$line" | "${bin}secret-mount" -- "${bin}run-action" >"$tag.result" || rc=$?
+    printf '%s\n' "$line" | "${bin}secret-mount" -- "${bin}run-action" >"$tag.result" || :
     if [ ! -s "$tag.result" ]; then
         rm -f "$tag.result"
         return 1

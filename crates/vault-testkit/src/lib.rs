@@ -472,10 +472,6 @@ impl GitDaemon {
         format!("git://127.0.0.1:{}", self.port)
     }
 
-    pub fn is_up(&self) -> bool {
-        self.child.is_some()
-    }
-
     /// Start serving (again).
     pub fn up(&mut self) {
         if self.child.is_some() {

@@ -226,11 +226,6 @@ impl Masker {
         }
     }
 
-    /// Number of patterns searched for.
-    pub fn pattern_count(&self) -> usize {
-        self.patterns.len()
-    }
-
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         if self.patterns.is_empty() {
             return chunk.to_vec();

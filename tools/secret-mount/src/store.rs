@@ -68,23 +68,6 @@ pub enum StoreError {
     TooLarge { name: String, cap: u64 },
 }
 
-impl StoreError {
-    /// Whether this is about the identity rather than one secret.
-    pub fn is_identity(&self) -> bool {
-        matches!(
-            self,
-            StoreError::IdentityRead { .. }
-                | StoreError::IdentityTooLarge { .. }
-                | StoreError::IdentityEncrypted { .. }
-                | StoreError::SshKeyEncrypted { .. }
-                | StoreError::SshKeyUnsupported { .. }
-                | StoreError::IdentityPlugin { .. }
-                | StoreError::IdentityInvalid { .. }
-                | StoreError::NoIdentity { .. }
-        )
-    }
-}
-
 /// One decrypted secret. The plaintext is zeroed when dropped.
 pub struct Secret {
     pub name: SecretName,
@@ -104,15 +87,6 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Default)]
 pub struct Secrets {
     pub items: Vec<Secret>,
-}
-
-impl Secrets {
-    pub fn total_len(&self) -> u64 {
-        self.items
-            .iter()
-            .map(|s| s.value.expose_secret().len() as u64)
-            .sum()
-    }
 }
 
 pub type Identities = Vec<Box<dyn age::Identity>>;
