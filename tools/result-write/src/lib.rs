@@ -312,11 +312,12 @@ fn deliver(
             backoff(attempt);
         }
         let base = ops.fetch()?;
-        let (outcomes, writes) = decide(repo, base, me, items)?;
+        let tip = Tip::read(repo, base)?;
+        let (outcomes, writes) = decide(repo, tip.actions.as_ref(), me, items);
         if writes.is_empty() {
             return Ok((base, outcomes));
         }
-        let commit = make_commit(repo, base, me, items, &outcomes, &writes)?;
+        let commit = make_commit(repo, &tip, me, items, &outcomes, &writes)?;
         match ops.push(commit, base) {
             Ok(()) => return Ok((commit, outcomes)),
             Err(GitError::NonFastForward) => {
@@ -377,11 +378,12 @@ fn existing(repo: &Repository, actions: Option<&git2::Tree<'_>>, name: &str) -> 
 
 /// Decide each item against the tree at `base` (and the items before it).
 /// Returns the outcomes and, per id to write, the index of the item.
-fn decide(repo: &Repository, base: Oid, me: &str, items: &[Item]) -> anyhow::Result<Decision> {
-    let tree = match vault_git::actions_tree_id(repo, base)? {
-        Some(t) => Some(repo.find_tree(t).context("cannot read vault/actions")?),
-        None => None,
-    };
+fn decide(
+    repo: &Repository,
+    actions: Option<&git2::Tree<'_>>,
+    me: &str,
+    items: &[Item],
+) -> Decision {
     let mut pending: HashMap<String, usize> = HashMap::new();
     let mut outcomes = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -389,7 +391,7 @@ fn decide(repo: &Repository, base: Oid, me: &str, items: &[Item]) -> anyhow::Res
         let name = format!("{}.result.json", r.id);
         let current = match pending.get(&name) {
             Some(&j) => Existing::Result(Box::new(items[j].result.clone()), items[j].bytes.clone()),
-            None => existing(repo, tree.as_ref(), &name),
+            None => existing(repo, actions, &name),
         };
         let outcome = match current {
             Existing::None => Outcome::Write,
@@ -430,39 +432,64 @@ fn decide(repo: &Repository, base: Oid, me: &str, items: &[Item]) -> anyhow::Res
     }
     let mut writes: Vec<(String, usize)> = pending.into_iter().collect();
     writes.sort();
-    Ok((outcomes, writes))
+    (outcomes, writes)
+}
+
+/// The fetched branch tip a delivery decides on and commits on top of:
+/// its commit and the trees down to `vault/actions` (`None` where absent).
+struct Tip<'r> {
+    commit: git2::Commit<'r>,
+    root: git2::Tree<'r>,
+    vault: Option<git2::Tree<'r>>,
+    actions: Option<git2::Tree<'r>>,
+}
+
+impl<'r> Tip<'r> {
+    fn read(repo: &'r Repository, base: Oid) -> anyhow::Result<Tip<'r>> {
+        let commit = repo
+            .find_commit(base)
+            .with_context(|| format!("cannot read commit {base}"))?;
+        let root = commit.tree()?;
+        let vault = match root.get_name("vault") {
+            None => None,
+            Some(e) if e.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+            Some(_) => return Err(anyhow!("\"vault\" on the branch is not a folder")),
+        };
+        let actions = match vault.as_ref().and_then(|v| v.get_name("actions")) {
+            None => None,
+            Some(e) if e.kind() == Some(ObjectType::Tree) => Some(
+                repo.find_tree(e.id())
+                    .context("cannot read vault/actions")?,
+            ),
+            Some(_) => return Err(anyhow!("\"vault/actions\" on the branch is not a folder")),
+        };
+        Ok(Tip {
+            commit,
+            root,
+            vault,
+            actions,
+        })
+    }
 }
 
 fn make_commit(
     repo: &Repository,
-    base: Oid,
+    tip: &Tip<'_>,
     me: &str,
     items: &[Item],
     outcomes: &[Outcome],
     writes: &[(String, usize)],
 ) -> anyhow::Result<Oid> {
-    let parent = repo.find_commit(base)?;
-    let root = parent.tree()?;
-    let vault = match root.get_name("vault") {
-        None => None,
-        Some(e) if e.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(e.id())?),
-        Some(_) => return Err(anyhow!("\"vault\" on the branch is not a folder")),
-    };
-    let actions = match vault.as_ref().and_then(|v| v.get_name("actions")) {
-        None => None,
-        Some(e) if e.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(e.id())?),
-        Some(_) => return Err(anyhow!("\"vault/actions\" on the branch is not a folder")),
-    };
-    let mut tb = repo.treebuilder(actions.as_ref())?;
+    let mut tb = repo.treebuilder(tip.actions.as_ref())?;
     for (name, i) in writes {
         let blob = repo.blob(&items[*i].bytes)?;
         tb.insert(name, blob, 0o100644)?;
     }
     let actions_id = tb.write()?;
-    let mut vb = repo.treebuilder(vault.as_ref())?;
+    let mut vb = repo.treebuilder(tip.vault.as_ref())?;
     vb.insert("actions", actions_id, 0o040000)?;
     let vault_id = vb.write()?;
-    let mut rb = repo.treebuilder(Some(&root))?;
+    let mut rb = repo.treebuilder(Some(&tip.root))?;
     rb.insert("vault", vault_id, 0o040000)?;
     let tree = repo.find_tree(rb.write()?)?;
 
@@ -495,7 +522,7 @@ fn make_commit(
     let sig = Signature::now(me, &format!("{email}@vault-dispatch.invalid"))
         .context("cannot make the commit signature")?;
     let oid = repo
-        .commit(None, &sig, &sig, &message, &tree, &[&parent])
+        .commit(None, &sig, &sig, &message, &tree, &[&tip.commit])
         .context("cannot create the commit")?;
     Ok(oid)
 }
