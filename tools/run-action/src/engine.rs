@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::Instant;
-use vault_core::{Action, ActionResult, ContainerInfo, ScanLine, Status};
+use vault_core::{Action, ActionId, ActionResult, ContainerInfo, ScanLine, Status};
 
 /// Where the secrets dir is mounted in the container.
 pub const SECRETS_TARGET: &str = "/run/secrets";
@@ -103,11 +103,14 @@ pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> ActionResult {
     };
     // A fresh run is refused by policy without asking the daemon; a resume
     // must first look for the container, which may have run already.
-    if !scan.resume {
-        if let Err((status, e)) = preflight(action, ctx.args) {
-            return fail(status, e);
+    let checked = if scan.resume {
+        None
+    } else {
+        match preflight(action, ctx.args) {
+            Ok(p) => Some(p),
+            Err((status, e)) => return fail(status, e),
         }
-    }
+    };
     let docker = match connect().await {
         Ok(d) => d,
         Err(e) => return fail(Status::Error, e),
@@ -176,7 +179,7 @@ pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> ActionResult {
             }
         }
     }
-    run_fresh(scan, action, ctx, &docker, &journal).await
+    run_fresh(scan, action, checked, ctx, &docker, &journal).await
 }
 
 /// The checks that need no daemon: the image (and that policy allows it)
@@ -332,9 +335,11 @@ pub fn container_config(
     }
 }
 
+/// `checked`: what [`preflight`] gave already, if it ran (not on a resume).
 async fn run_fresh(
     scan: &ScanLine,
     action: &Action,
+    checked: Option<(String, Limits)>,
     ctx: &Ctx<'_>,
     docker: &Docker,
     journal: &Journal,
@@ -343,7 +348,7 @@ async fn run_fresh(
         vault_core::report("run-action", format_args!("{}: {status}: {err}", scan.id));
         ActionResult::not_run(scan, status, ctx.dispatcher, err)
     };
-    let (image, limits) = match preflight(action, ctx.args) {
+    let (image, limits) = match checked.map_or_else(|| preflight(action, ctx.args), Ok) {
         Ok(p) => p,
         Err((status, e)) => return fail(status, e),
     };
@@ -485,13 +490,6 @@ fn deadline_in(d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-/// The action's timeout after policy, whether or not policy would let it
-/// start now.
-fn timeout_of(action: &Action, args: &RunArgs) -> u64 {
-    let t = action.timeout_s.unwrap_or(args.timeout_s);
-    args.max_timeout_s.map_or(t, |m| t.min(m))
-}
-
 /// Resume: the container still runs. Attach (there are no logs to replay:
 /// the logging driver is `none`) and wait out the rest of its timeout.
 async fn reattach(
@@ -503,7 +501,8 @@ async fn reattach(
     c: ContainerInspectResponse,
 ) -> ActionResult {
     let cid = c.id.clone().unwrap_or_else(|| scan.id.container_name());
-    let timeout_s = timeout_of(action, ctx.args);
+    // The timeout alone: a resumed action is not refused again by policy.
+    let timeout_s = policy::timeout_s(action, ctx.args);
     let started_ms = c
         .state
         .as_ref()
@@ -767,14 +766,14 @@ fn rfc3339_ms(ms: u64) -> String {
 }
 
 /// `run-action rm <id>`: remove the exited container and its files.
-pub async fn rm(cache: &Path, id: &str) -> Result<(), RmError> {
+pub async fn rm(cache: &Path, id: &ActionId) -> Result<(), RmError> {
     let docker = connect().await.map_err(RmError::Unreachable)?;
-    let name = format!("vault-{id}");
+    let name = id.container_name();
     let c = inspect(&docker, &name)
         .await
         .map_err(|e| RmError::Unreachable(format!("cannot inspect {name}: {e}")))?;
     if let Some(c) = c {
-        if !is_ours(&c, id) {
+        if !is_ours(&c, id.as_str()) {
             return Err(RmError::Refused(format!(
                 "container {name} was not created by run-action; not removing it"
             )));
@@ -788,10 +787,10 @@ pub async fn rm(cache: &Path, id: &str) -> Result<(), RmError> {
             .await
             .map_err(|e| RmError::Failed(format!("cannot remove {name}: {e}")))?;
     }
-    Journal::new(cache, id)
+    Journal::new(cache, id.as_str())
         .remove()
         .map_err(|e| RmError::Failed(format!("cannot remove the journal: {e}")))?;
-    match std::fs::remove_dir_all(run_dir(cache, id)) {
+    match std::fs::remove_dir_all(run_dir(cache, id.as_str())) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RmError::Failed(format!(
             "cannot remove the action file: {e}"
         ))),

@@ -51,10 +51,13 @@ pub fn run() -> ExitCode {
     };
     match cli.command {
         Some(cli::Command::Rm { id }) => {
-            if let Err(e) = vault_core::ActionId::parse(&id) {
-                vault_core::report(TOOL, format_args!("rm: {e}"));
-                return Exit::Usage.into();
-            }
+            let id = match vault_core::ActionId::parse(&id) {
+                Ok(id) => id,
+                Err(e) => {
+                    vault_core::report(TOOL, format_args!("rm: {e}"));
+                    return Exit::Usage.into();
+                }
+            };
             match runtime.block_on(engine::rm(&cache, &id)) {
                 Ok(()) => Exit::Ok.into(),
                 Err(e) => {

@@ -56,6 +56,12 @@ fn glob(pat: &[u8], text: &[u8]) -> bool {
     pat[p..].iter().all(|c| *c == b'*')
 }
 
+/// The action's timeout (else the default), capped by `--max-timeout-s`.
+pub fn timeout_s(action: &Action, args: &RunArgs) -> u64 {
+    let t = action.timeout_s.unwrap_or(args.timeout_s);
+    args.max_timeout_s.map_or(t, |max| t.min(max))
+}
+
 /// The limits for `action`: its own values, each capped by policy; or the
 /// policy refusal.
 pub fn limits(action: &Action, args: &RunArgs) -> Result<Limits, Refusal> {
@@ -70,10 +76,7 @@ pub fn limits(action: &Action, args: &RunArgs) -> Result<Limits, Refusal> {
         .min(args.max_memory_mb);
     let cpus = r.cpus.unwrap_or(args.max_cpus).min(args.max_cpus);
     let pids = r.pids.unwrap_or(args.max_pids).min(args.max_pids);
-    let mut timeout_s = action.timeout_s.unwrap_or(args.timeout_s);
-    if let Some(max) = args.max_timeout_s {
-        timeout_s = timeout_s.min(max);
-    }
+    let timeout_s = timeout_s(action, args);
     Ok(Limits {
         memory_bytes: i64::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
         // Docker's own floor is 0.01 CPU.
