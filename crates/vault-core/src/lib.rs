@@ -32,9 +32,12 @@ pub fn report(tool: &str, message: impl std::fmt::Display) {
     eprintln!("{tool}: {text}");
 }
 
-/// This dispatcher's name when `VAULT_DISPATCHER_ID` is not set: the
-/// kernel's hostname.
-pub fn default_dispatcher_id() -> String {
+/// This dispatcher's name: `flag` (`--dispatcher-id`, `VAULT_DISPATCHER_ID`)
+/// unless it is unset or empty, else the kernel's hostname.
+pub fn dispatcher_id(flag: Option<&str>) -> String {
+    if let Some(id) = flag.filter(|f| !f.is_empty()) {
+        return id.to_string();
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

@@ -840,11 +840,7 @@ impl RepoArgs {
     /// The dispatcher id, checked: 1-128 characters, no control characters,
     /// no `<` or `>` (it becomes a commit author).
     pub fn dispatcher(&self) -> Result<String, GitError> {
-        let id = self
-            .dispatcher_id
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(vault_core::default_dispatcher_id);
+        let id = vault_core::dispatcher_id(self.dispatcher_id.as_deref());
         let ok = id.chars().count() <= 128
             && !id.trim().is_empty()
             && !id.chars().any(|c| c.is_control() || c == '<' || c == '>');

@@ -70,12 +70,7 @@ pub fn run() -> ExitCode {
             }
         }
         None => {
-            let dispatcher = cli
-                .run
-                .dispatcher_id
-                .clone()
-                .filter(|d| !d.is_empty())
-                .unwrap_or_else(vault_core::default_dispatcher_id);
+            let dispatcher = vault_core::dispatcher_id(cli.run.dispatcher_id.as_deref());
             let result = match read_scan_line() {
                 Ok(scan) => {
                     let ctx = engine::Ctx {

@@ -58,11 +58,7 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
     let Some((program, program_args)) = cmd.split_first() else {
         return usage("no command: secret-mount [OPTIONS] -- CMD [ARGS...]");
     };
-    let dispatcher = args
-        .dispatcher_id
-        .clone()
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(vault_core::default_dispatcher_id);
+    let dispatcher = vault_core::dispatcher_id(args.dispatcher_id.as_deref());
 
     // Every name is validated (by clap or serde) before any file is opened.
     let request = match &args.names {
