@@ -120,6 +120,16 @@ impl ActionResult {
         }
     }
 
+    /// A result for the action of a scan line, carrying its provenance (the
+    /// commit and blob it was read from) and who dispatched it.
+    pub fn for_scan(scan: &crate::scan::ScanLine, status: Status, dispatcher: &str) -> Self {
+        let mut r = Self::new(scan.id.clone(), status);
+        r.action_commit = Some(scan.commit.clone());
+        r.action_blob = scan.blob.clone();
+        r.dispatcher = Some(dispatcher.to_string());
+        r
+    }
+
     /// A final result for an action that never ran (`rejected` or `error`),
     /// carrying the scan line's provenance and the reason.
     pub fn not_run(
@@ -129,10 +139,7 @@ impl ActionResult {
         error: impl std::fmt::Display,
     ) -> Self {
         let now = crate::time::now_rfc3339();
-        let mut r = Self::new(scan.id.clone(), status);
-        r.action_commit = Some(scan.commit.clone());
-        r.action_blob = scan.blob.clone();
-        r.dispatcher = Some(dispatcher.to_string());
+        let mut r = Self::for_scan(scan, status, dispatcher);
         r.started_at = Some(now.clone());
         r.finished_at = Some(now);
         r.duration_ms = Some(0);

@@ -137,11 +137,8 @@ fn read_input(
                     );
                 }
                 Ok(scan) => {
-                    let mut r = ActionResult::new(scan.id.clone(), Status::Running);
+                    let mut r = ActionResult::for_scan(&scan, Status::Running, me);
                     r.started_at = Some(vault_core::time::now_rfc3339());
-                    r.action_commit = Some(scan.commit.clone());
-                    r.action_blob = scan.blob.clone();
-                    r.dispatcher = Some(me.to_string());
                     out.push(r);
                 }
             }

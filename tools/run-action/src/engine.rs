@@ -684,10 +684,7 @@ async fn finish(
     timeout_s: u64,
     started_ms: u64,
 ) -> ActionResult {
-    let mut r = ActionResult::new(scan.id.clone(), Status::Error);
-    r.action_commit = Some(scan.commit.clone());
-    r.action_blob = scan.blob.clone();
-    r.dispatcher = Some(ctx.dispatcher.to_string());
+    let mut r = ActionResult::for_scan(scan, Status::Error, ctx.dispatcher);
     r.container = container;
     r.logs = sup.logs;
     // The exit status is the truth, so a daemon that is away (restarting)
