@@ -331,6 +331,11 @@ pub fn is_regular_file(entry: &git2::TreeEntry<'_>) -> bool {
     entry.kind() == Some(ObjectType::Blob) && entry.filemode() != 0o120000
 }
 
+/// The watched branch on the remote: `refs/heads/<branch>`.
+pub fn head_ref(branch: &str) -> String {
+    format!("refs/heads/{branch}")
+}
+
 /// Where the fetched remote branch is kept in the cache clone.
 pub fn tracking_ref(branch: &str) -> String {
     format!("refs/remotes/origin/{branch}")
@@ -346,17 +351,18 @@ impl Ops {
         creds: Credentials,
     ) -> Result<Ops, GitError> {
         let valid_branch = !branch.is_empty()
-            && git2::Reference::is_valid_name(&format!("refs/heads/{branch}"))
+            && git2::Reference::is_valid_name(&head_ref(branch))
             && !branch.starts_with('-');
         if !valid_branch {
             return Err(GitError::Config(format!("invalid branch name {branch:?}")));
         }
-        if creds.token.is_some() && url.scheme().as_deref() == Some("http") {
+        let scheme = url.scheme();
+        if creds.token.is_some() && scheme.as_deref() == Some("http") {
             return Err(GitError::Config(
                 "refusing to send a token over plain http://: use https://".into(),
             ));
         }
-        if url.scheme().as_deref() == Some("https") {
+        if scheme.as_deref() == Some("https") {
             load_ca_bundle()?;
         }
         let key = url.cache_key();
@@ -505,7 +511,7 @@ impl Ops {
     /// return its tip. When the remote tip is already in the cache, nothing
     /// is downloaded.
     pub fn fetch(&self) -> Result<Oid, GitError> {
-        let want = format!("refs/heads/{}", self.branch);
+        let want = head_ref(&self.branch);
         let tracking = tracking_ref(&self.branch);
         let mut remote = self
             .repo
@@ -526,8 +532,9 @@ impl Ops {
                 branch: self.branch.clone(),
             });
         };
-        let have = self.cached_tip() == Some(tip)
-            || self.repo.find_commit(tip).is_ok_and(|c| c.tree().is_ok());
+        let cached = self.cached_tip();
+        let have =
+            cached == Some(tip) || self.repo.find_commit(tip).is_ok_and(|c| c.tree().is_ok());
         if !have {
             let mut fo = FetchOptions::new();
             fo.remote_callbacks(self.callbacks())
@@ -542,7 +549,8 @@ impl Ops {
             )))?;
         }
         drop(conn);
-        if self.cached_tip() != Some(tip) {
+        // `download` moves no refs: the tracking ref is still `cached`.
+        if cached != Some(tip) {
             self.repo
                 .reference(&tracking, tip, true, "vault-dispatch: fetch")
                 .map_err(GitError::git(format!("cannot update {tracking}")))?;
@@ -575,7 +583,7 @@ impl Ops {
 
     fn push_remote(&self, new: Oid, old: Oid) -> Result<(), GitError> {
         let push_ref = "refs/vault-dispatch/push";
-        let dst = format!("refs/heads/{}", self.branch);
+        let dst = head_ref(&self.branch);
         self.repo
             .reference(push_ref, new, true, "vault-dispatch: to push")
             .map_err(GitError::git("cannot create the push ref"))?;
@@ -638,7 +646,7 @@ impl Ops {
 
     fn push_local(&self, path: &Path, new: Oid, old: Oid) -> Result<(), GitError> {
         let target = Repository::open(path).map_err(|e| self.classify(e))?;
-        let dst = format!("refs/heads/{}", self.branch);
+        let dst = head_ref(&self.branch);
         if !target.is_bare() {
             let head = target
                 .head()
