@@ -154,13 +154,7 @@ impl Action {
             }
         }
         for (k, v) in &self.env {
-            let b = k.as_bytes();
-            let ok = b
-                .first()
-                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
-                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-                && b.len() <= 128;
-            if !ok {
+            if !crate::names::is_var_name(k, 128) {
                 return Err(ActionError::BadEnvName(k.chars().take(80).collect()));
             }
             if k.starts_with("VAULT_") {
@@ -187,11 +181,8 @@ impl Action {
                 return Err(ActionError::BadResource("cpus"));
             }
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for s in &self.secrets {
-            if !seen.insert(s.as_str()) {
-                return Err(ActionError::DuplicateSecret(s.to_string()));
-            }
+        if let Some(s) = SecretName::first_duplicate(&self.secrets) {
+            return Err(ActionError::DuplicateSecret(s.to_string()));
         }
         Ok(())
     }

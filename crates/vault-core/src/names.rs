@@ -21,6 +21,16 @@ pub enum NameError {
     BadSecret(String),
 }
 
+/// Whether `s` is a shell-style variable name of at most `max` bytes:
+/// `[A-Za-z_][A-Za-z0-9_]*` (secret names, and the env names of an action).
+pub fn is_var_name(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    b.first()
+        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && b.len() <= max
+}
+
 /// An action id, valid by construction.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
@@ -82,12 +92,7 @@ pub struct SecretName(String);
 
 impl SecretName {
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        let b = s.as_bytes();
-        let ok_first = b
-            .first()
-            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
-        let ok_rest = b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
-        if !ok_first || !ok_rest || b.len() > 64 {
+        if !is_var_name(s, 64) {
             return Err(NameError::BadSecret(truncate(s)));
         }
         Ok(Self(s.to_string()))
@@ -101,6 +106,12 @@ impl SecretName {
             .filter(|p| !p.is_empty())
             .map(Self::parse)
             .collect()
+    }
+
+    /// The first name of `names` that is there a second time.
+    pub fn first_duplicate(names: &[SecretName]) -> Option<&SecretName> {
+        let mut seen = std::collections::BTreeSet::new();
+        names.iter().find(|n| !seen.insert(n.as_str()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -123,11 +123,8 @@ pub struct NameList(pub Vec<SecretName>);
 
 fn parse_names(s: &str) -> Result<NameList, String> {
     let names = SecretName::parse_list(s).map_err(|e| e.to_string())?;
-    let mut seen = std::collections::BTreeSet::new();
-    for n in &names {
-        if !seen.insert(n.as_str()) {
-            return Err(format!("secret {:?} is listed twice", n.as_str()));
-        }
+    if let Some(n) = SecretName::first_duplicate(&names) {
+        return Err(format!("secret {:?} is listed twice", n.as_str()));
     }
     Ok(NameList(names))
 }
