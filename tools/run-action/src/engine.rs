@@ -2,7 +2,7 @@
 
 use crate::cli::RunArgs;
 use crate::journal::{self, Journal, Step};
-use crate::mask::{Masker, MIN_PATTERN_LEN};
+use crate::mask::{self, Masker, MIN_PATTERN_LEN};
 use crate::output::OutputSink;
 use crate::policy::{self, Limits};
 use bollard::container::LogOutput;
@@ -212,7 +212,7 @@ fn load_secrets(action: &Action, dir: Option<&Path>) -> Result<Vec<Secret>, Stri
         let path = dir.join(name.as_str());
         let value = std::fs::read(&path)
             .map_err(|e| format!("secret {name} is missing from {}: {e}", dir.display()))?;
-        if value.trim_ascii().len() < MIN_PATTERN_LEN {
+        if !mask::is_maskable(&value) {
             vault_core::report(
                 "run-action",
                 format_args!(

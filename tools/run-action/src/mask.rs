@@ -33,13 +33,20 @@ pub const MASK: &[u8] = b"***";
 /// Shortest pattern searched for, in bytes.
 pub const MIN_PATTERN_LEN: usize = 4;
 
-/// All the forms of one secret value that the masker hides.
+/// Whether a secret value is long enough to be masked: at least
+/// [`MIN_PATTERN_LEN`] bytes without the whitespace at its edges.
+pub fn is_maskable(value: &[u8]) -> bool {
+    value.trim_ascii().len() >= MIN_PATTERN_LEN
+}
+
+/// All the forms of one secret value that the masker hides, unordered and
+/// possibly repeated ([`Masker::new`] orders them and drops repeats).
 pub fn forms(value: &[u8]) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = Vec::new();
-    let trimmed = value.trim_ascii();
-    if trimmed.len() < MIN_PATTERN_LEN {
+    if !is_maskable(value) {
         return out;
     }
+    let trimmed = value.trim_ascii();
     // Text forms use the value without surrounding whitespace, so that a
     // secret file's trailing newline does not swallow the newline of the
     // line that prints it; whitespace at the edges is not secret.
@@ -94,8 +101,6 @@ pub fn forms(value: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     out.retain(|p| p.len() >= MIN_PATTERN_LEN);
-    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-    out.dedup();
     out
 }
 
