@@ -203,12 +203,7 @@ impl SecretDir {
         };
         match dir.fill_and_seal(user, secrets) {
             Ok(()) => Ok(dir),
-            Err(e) => {
-                if let Err(w) = dir.wipe_inner() {
-                    vault_core::report(crate::TOOL, format!("wipe after failure: {w}"));
-                }
-                Err(e)
-            }
+            Err(e) => dir.discard(e),
         }
     }
 
@@ -294,13 +289,7 @@ impl SecretDir {
         };
         match result {
             Ok(()) => Ok(dir),
-            Err(e) => {
-                let mut dir = dir;
-                if let Err(w) = dir.wipe_inner() {
-                    vault_core::report(crate::TOOL, format!("wipe after failure: {w}"));
-                }
-                Err(e)
-            }
+            Err(e) => dir.discard(e),
         }
     }
 
@@ -312,7 +301,7 @@ impl SecretDir {
             .mode(0o700)
             .create(&path)
             .map_err(io_err("cannot create", &path))?;
-        let mut dir = SecretDir {
+        let dir = SecretDir {
             path,
             mounted: false,
             done: false,
@@ -350,13 +339,17 @@ impl SecretDir {
             });
         match checked {
             Ok(()) => Ok(dir),
-            Err(e) => {
-                if let Err(w) = dir.wipe_inner() {
-                    vault_core::report(crate::TOOL, format!("wipe after failure: {w}"));
-                }
-                Err(e)
-            }
+            Err(e) => dir.discard(e),
         }
+    }
+
+    /// The cleanup of a failed setup: wipe what was made so far (a wipe
+    /// that fails too is reported) and give back the setup's error.
+    fn discard<T>(mut self, e: DirError) -> Result<T, DirError> {
+        if let Err(w) = self.wipe_inner() {
+            vault_core::report(crate::TOOL, format!("wipe after failure: {w}"));
+        }
+        Err(e)
     }
 
     fn fill_and_seal(&mut self, user: RunnerUser, secrets: &Secrets) -> Result<(), DirError> {
