@@ -10,8 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
-use vault_testkit::{bin, run, HttpsGit, OpsRepo, Output, TempDir};
+use vault_testkit::{repo_tool, run, HttpsGit, OpsRepo, Output, TempDir};
 
 const TOKEN: &str = "tok-3f9a1c77e2d04b6b";
 const ACTION: &str = r#"{"id":"deploy","secrets":[],"command":["true"]}"#;
@@ -29,12 +28,9 @@ struct Remote<'a> {
 
 impl Remote<'_> {
     fn run(&self, tool: &str, args: &[&str], stdin: &str) -> Output {
-        let mut cmd = Command::new(bin(tool));
-        cmd.args(["--repo", &format!("{}/{}", self.server.url(), self.name)])
-            .args(["--dispatcher-id", "https-test"])
-            .arg("--cache")
-            .arg(self.cache)
-            .arg("--token-file")
+        let url = format!("{}/{}", self.server.url(), self.name);
+        let mut cmd = repo_tool(tool, &url, "https-test", self.cache);
+        cmd.arg("--token-file")
             .arg(self.token_file)
             .args(args)
             .env_remove("SSL_CERT_FILE")

@@ -6,8 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
-use vault_testkit::{bin, run, OpsRepo, Output, SshGit, TempDir};
+use vault_testkit::{repo_tool, run, ssh_keygen, OpsRepo, Output, SshGit, TempDir};
 
 const ACTION: &str = r#"{"id":"deploy","secrets":[],"command":["true"]}"#;
 
@@ -44,12 +43,9 @@ impl Site {
     }
 
     fn run(&self, tool: &str, key: &Path, args: &[&str], stdin: &str) -> Output {
+        let url = self.server.url(&self.repo.bare);
         run(
-            Command::new(bin(tool))
-                .args(["--repo", &self.server.url(&self.repo.bare)])
-                .args(["--dispatcher-id", "ssh-test"])
-                .arg("--cache")
-                .arg(self.cache.path())
+            repo_tool(tool, &url, "ssh-test", self.cache.path())
                 .arg("--ssh-key")
                 .arg(key)
                 .args(args)
@@ -112,12 +108,7 @@ fn an_unknown_host_key_is_refused() {
 fn a_key_the_server_does_not_accept_is_an_authentication_failure() {
     let site = Site::new(true);
     let other = site.home.path().join("other-key");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    ssh_keygen(&other, "");
 
     let scan = site.run("vault-scan", &other, &[], "");
     scan.fails_with_code(1);

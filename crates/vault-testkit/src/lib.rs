@@ -151,6 +151,16 @@ impl Output {
     }
 }
 
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Output {
+        Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// Run `cmd` with `stdin` piped in; waits at most `limit`.
 pub fn run_with(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
     let mut child = cmd
@@ -165,27 +175,26 @@ pub fn run_with(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
         let _ = input.write_all(&data);
     });
     let pid = child.id();
-    let deadline = Instant::now() + limit;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let out = loop {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(o) => break o.unwrap(),
-            Err(_) if Instant::now() > deadline => {
-                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-                panic!("{cmd:?} ran longer than {limit:?}");
-            }
-            Err(_) => continue,
-        }
+    let Ok(out) = rx.recv_timeout(limit) else {
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        panic!("{cmd:?} ran longer than {limit:?}");
     };
     let _ = feeder.join();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    out.unwrap().into()
+}
+
+/// `TOOL --repo URL --dispatcher-id ID --cache DIR`: vault-scan or
+/// result-write pointed at an ops repo, ready for more arguments.
+pub fn repo_tool(tool: &str, url: &str, dispatcher: &str, cache: &Path) -> Command {
+    let mut cmd = Command::new(bin(tool));
+    cmd.args(["--repo", url, "--dispatcher-id", dispatcher])
+        .arg("--cache")
+        .arg(cache);
+    cmd
 }
 
 /// Start `cmd` in the background with `input` written to its stdin, which is
@@ -391,15 +400,14 @@ impl SecretStore {
     /// armor).
     pub fn add_with(&self, name: &str, value: &[u8], flags: &[&str]) -> PathBuf {
         let path = self.store().join(format!("{name}.age"));
-        let mut child = Command::new("age")
-            .args(["-r", &self.recipient])
-            .args(flags)
-            .arg("-o")
-            .arg(&path)
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(value).unwrap();
+        let mut child = spawn_fed(
+            Command::new("age")
+                .args(["-r", &self.recipient])
+                .args(flags)
+                .arg("-o")
+                .arg(&path),
+            value,
+        );
         assert!(child.wait().unwrap().success(), "age failed");
         path
     }
@@ -615,6 +623,18 @@ impl Drop for HttpsGit {
     }
 }
 
+/// A new ed25519 key pair at `path` and `path.pub`, its private key
+/// encrypted with `passphrase` (none when empty); returns `path`.
+pub fn ssh_keygen(path: &Path, passphrase: &str) -> PathBuf {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen is needed: run scripts/testbed.sh up");
+    assert!(out.status.success(), "ssh-keygen: {out:?}");
+    path.to_path_buf()
+}
+
 /// An `sshd` of a test's own on 127.0.0.1 (run as root, public-key login
 /// only) serving the bare repos under `base` as
 /// `ssh://root@127.0.0.1:PORT/<absolute path>`, with a fresh host key and
@@ -634,18 +654,8 @@ impl SshGit {
         let base = TempDir::new().unwrap();
         let keys = base.path().join("keys");
         std::fs::create_dir_all(&keys).unwrap();
-        let keygen = |name: &str| {
-            let path = keys.join(name);
-            let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-                .arg(&path)
-                .output()
-                .expect("ssh-keygen is needed: run scripts/testbed.sh up");
-            assert!(out.status.success(), "ssh-keygen: {out:?}");
-            path
-        };
-        let host_key = keygen("host");
-        let client_key = keygen("client");
+        let host_key = ssh_keygen(&keys.join("host"), "");
+        let client_key = ssh_keygen(&keys.join("client"), "");
         let authorized = keys.join("authorized_keys");
         std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
         // sshd's privilege separation directory.

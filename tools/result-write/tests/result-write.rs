@@ -5,27 +5,22 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use vault_testkit::{bin, git, run, spawn_fed, wait_until, OpsRepo, Output, TempDir, Testbed};
+use vault_testkit::{
+    git, repo_tool, run, spawn_fed, wait_until, OpsRepo, Output, TempDir, Testbed,
+};
 
 const ACTION: &str = r#"{"id":"ID","secrets":[],"command":["true"]}"#;
 
 fn rw(url: &str, cache: &Path, me: &str, args: &[&str], stdin: &str) -> Output {
     run(
-        Command::new(bin("result-write"))
-            .args(["--repo", url, "--dispatcher-id", me])
-            .arg("--cache")
-            .arg(cache)
-            .args(args),
+        repo_tool("result-write", url, me, cache).args(args),
         stdin.as_bytes(),
     )
 }
 
 fn scan_line(repo: &OpsRepo, cache: &Path, id: &str) -> String {
     let out = run(
-        Command::new(bin("vault-scan"))
-            .args(["--repo", &repo.url, "--dispatcher-id", "scanner"])
-            .arg("--cache")
-            .arg(cache),
+        &mut repo_tool("vault-scan", &repo.url, "scanner", cache),
         b"",
     );
     out.success();
@@ -174,10 +169,8 @@ fn concurrent_claims_have_exactly_one_winner() {
             .zip(&caches)
             .map(|(me, cache)| {
                 let child = spawn_fed(
-                    Command::new(bin("result-write"))
-                        .args(["--claim", "--repo", url, "--dispatcher-id", me])
-                        .arg("--cache")
-                        .arg(cache.path())
+                    repo_tool("result-write", url, me, cache.path())
+                        .arg("--claim")
                         .stdout(Stdio::piped())
                         .stderr(Stdio::piped()),
                     line.as_bytes(),
@@ -329,10 +322,7 @@ fn a_branch_moving_during_the_push_is_retried_without_rewriting() {
     );
     let cache = TempDir::new().unwrap();
     let child = spawn_fed(
-        Command::new(bin("result-write"))
-            .args(["--repo", &repo.url, "--dispatcher-id", "d"])
-            .arg("--cache")
-            .arg(cache.path())
+        repo_tool("result-write", &repo.url, "d", cache.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
         result_line("moved", "succeeded").as_bytes(),
@@ -342,13 +332,7 @@ fn a_branch_moving_during_the_push_is_retried_without_rewriting() {
     });
     let other = repo.land_action("meanwhile", &ACTION.replace("ID", "meanwhile"));
     std::fs::remove_file(&waiting).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Output::from(child.wait_with_output().unwrap()).success();
     assert_eq!(repo.result("moved").unwrap()["status"], "succeeded");
     assert!(repo.show("vault/actions/meanwhile.json").is_some());
     assert_ancestor(&repo, &other, &repo.head());

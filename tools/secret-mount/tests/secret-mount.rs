@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vault_core::{ActionResult, Status};
-use vault_testkit::{run, run_with, Output, SecretStore, TempDir};
+use vault_testkit::{run, run_with, spawn_fed, ssh_keygen, Output, SecretStore, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_secret-mount");
 
@@ -641,29 +641,15 @@ fn refusals_without_a_secret_problem() {
 fn ssh_identities_unencrypted_work_encrypted_fail_fast() {
     let fx = Fx::new();
     let key = fx.path("id_ed25519");
-    let keygen = |path: &Path, pass: &str| {
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", pass, "-C", "test", "-f"])
-            .arg(path)
-            .stdin(Stdio::null())
-            .status()
-            .expect("ssh-keygen (openssh-client) is needed");
-        assert!(st.success());
-    };
-    keygen(&key, "");
-    let mut age = Command::new("age")
-        .arg("-R")
-        .arg(key.with_extension("pub"))
-        .arg("-o")
-        .arg(fx.store.store().join("VIA_SSH.age"))
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    age.stdin
-        .take()
-        .unwrap()
-        .write_all(b"ssh-decrypted")
-        .unwrap();
+    ssh_keygen(&key, "");
+    let mut age = spawn_fed(
+        Command::new("age")
+            .arg("-R")
+            .arg(key.with_extension("pub"))
+            .arg("-o")
+            .arg(fx.store.store().join("VIA_SSH.age")),
+        b"ssh-decrypted",
+    );
     assert!(age.wait().unwrap().success());
 
     let out = run(
@@ -681,7 +667,7 @@ fn ssh_identities_unencrypted_work_encrypted_fail_fast() {
     assert_eq!(out.stdout, "ssh-decrypted");
 
     let locked = fx.path("id_locked");
-    keygen(&locked, "a passphrase");
+    ssh_keygen(&locked, "a passphrase");
     let out = run_with(
         fx.cmd_with(&locked)
             .args(["--names", "VIA_SSH", "--", "touch"])

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 use vault_core::ScanLine;
-use vault_testkit::{bin, git, run, OpsRepo, Output, TempDir, Testbed};
+use vault_testkit::{bin, git, repo_tool, run, OpsRepo, Output, TempDir, Testbed};
 
 const VALID: &str = r#"{"id":"ID","secrets":["TOKEN"],"command":["true"]}"#;
 
@@ -14,13 +14,7 @@ fn valid(id: &str) -> String {
 }
 
 fn scan(url: &str, cache: &Path, me: &str) -> Output {
-    run(
-        Command::new(bin("vault-scan"))
-            .args(["--repo", url, "--dispatcher-id", me])
-            .arg("--cache")
-            .arg(cache),
-        b"",
-    )
+    run(&mut repo_tool("vault-scan", url, me, cache), b"")
 }
 
 fn lines(out: &Output) -> Vec<ScanLine> {
@@ -293,11 +287,7 @@ fn credentials_are_checked_and_the_token_never_printed() {
     std::fs::write(&tok, "tok-sekrit-4242\n").unwrap();
     let with = |url: &str, extra: &[&str]| {
         run(
-            Command::new(bin("vault-scan"))
-                .args(["--repo", url, "--dispatcher-id", "me"])
-                .arg("--cache")
-                .arg(cache.path())
-                .args(extra),
+            repo_tool("vault-scan", url, "me", cache.path()).args(extra),
             b"",
         )
     };
