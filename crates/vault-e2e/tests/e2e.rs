@@ -120,25 +120,6 @@ fn action(id: &str, secrets: &[&str], script: &str) -> String {
     .to_string()
 }
 
-/// Land one action per (id, script), each naming the secret TOKEN, in one
-/// commit.
-fn land_all(repo: &OpsRepo, scripts: &[(&str, &str)]) {
-    let files: Vec<(String, String)> = scripts
-        .iter()
-        .map(|(id, script)| {
-            (
-                format!("vault/actions/{id}.json"),
-                action(id, &["TOKEN"], script),
-            )
-        })
-        .collect();
-    let refs: Vec<(&str, Option<&[u8]>)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), Some(c.as_bytes())))
-        .collect();
-    repo.commit(&refs, &format!("approve {} actions", scripts.len()));
-}
-
 /// Container creates for `id` seen by dockerd since `since` (unix seconds).
 fn creates(id: &str, since: u64) -> usize {
     let out = docker(&[
@@ -288,26 +269,14 @@ fn invalid_and_unrunnable_actions_get_recorded_results_in_one_cycle() {
     let missing = unique("missing");
     let failing = unique("fails");
     let since = now_s();
-    repo.commit(
-        &[
-            (
-                &format!("vault/actions/{bad}.json"),
-                Some(
-                    format!(r#"{{"id":"{bad}","secrets":[],"command":["true"],"timeout":5}}"#)
-                        .as_bytes(),
-                ),
-            ),
-            (
-                &format!("vault/actions/{missing}.json"),
-                Some(action(&missing, &["NOT_THERE"], "true").as_bytes()),
-            ),
-            (
-                &format!("vault/actions/{failing}.json"),
-                Some(action(&failing, &[], "echo oops; exit 3").as_bytes()),
-            ),
-        ],
-        "approve three",
-    );
+    repo.land_actions(&[
+        (
+            bad.as_str(),
+            format!(r#"{{"id":"{bad}","secrets":[],"command":["true"],"timeout":5}}"#),
+        ),
+        (&missing, action(&missing, &["NOT_THERE"], "true")),
+        (&failing, action(&failing, &[], "echo oops; exit 3")),
+    ]);
     let out = site.once();
     out.success();
     let r = repo.result(&bad).expect("rejected recorded");
@@ -412,11 +381,11 @@ fn two_dispatchers_on_one_repo_start_every_action_exactly_once() {
     let b = Site::new(&tb, &repo.url, &secrets, "host-b");
     let ids: Vec<String> = (0..4).map(|_| unique("pair")).collect();
     let since = now_s();
-    let scripts: Vec<(&str, &str)> = ids
+    let actions: Vec<(&str, String)> = ids
         .iter()
-        .map(|id| (id.as_str(), "sleep 1; echo done"))
+        .map(|id| (id.as_str(), action(id, &["TOKEN"], "sleep 1; echo done")))
         .collect();
-    land_all(&repo, &scripts);
+    repo.land_actions(&actions);
 
     let (ca, cb) = (a.spawn(), b.spawn());
     let oa = finish(ca, Duration::from_secs(240));
@@ -506,7 +475,7 @@ fn parallel_dispatch_runs_actions_side_by_side_and_records_each_once() {
     let ids: Vec<String> = (0..4).map(|_| unique("par")).collect();
     let since = now_s();
     // Each action sleeps 3 s; the last one also fails.
-    let scripts: Vec<(&str, &str)> = ids
+    let actions: Vec<(&str, String)> = ids
         .iter()
         .enumerate()
         .map(|(i, id)| {
@@ -515,10 +484,10 @@ fn parallel_dispatch_runs_actions_side_by_side_and_records_each_once() {
             } else {
                 "sleep 3; echo done"
             };
-            (id.as_str(), script)
+            (id.as_str(), action(id, &["TOKEN"], script))
         })
         .collect();
-    land_all(&repo, &scripts);
+    repo.land_actions(&actions);
 
     let mut cmd = site.command();
     cmd.env("VAULT_PARALLEL", "2");

@@ -306,8 +306,25 @@ impl OpsRepo {
 
     /// Land (approve) `vault/actions/<id>.json` with this content.
     pub fn land_action(&self, id: &str, json: &str) -> String {
-        let path = format!("vault/actions/{id}.json");
-        self.commit(&[(&path, Some(json.as_bytes()))], &format!("approve {id}"))
+        self.land_actions(&[(id, json)])
+    }
+
+    /// Land (approve) several actions, (id, content) each, in one commit.
+    pub fn land_actions<S: AsRef<str>>(&self, actions: &[(&str, S)]) -> String {
+        let paths: Vec<String> = actions
+            .iter()
+            .map(|(id, _)| format!("vault/actions/{id}.json"))
+            .collect();
+        let files: Vec<(&str, Option<&[u8]>)> = paths
+            .iter()
+            .zip(actions)
+            .map(|(path, (_, json))| (path.as_str(), Some(json.as_ref().as_bytes())))
+            .collect();
+        let message = match actions {
+            [(id, _)] => format!("approve {id}"),
+            _ => format!("approve {} actions", actions.len()),
+        };
+        self.commit(&files, &message)
     }
 
     /// A file's content on the remote branch, if present.
