@@ -58,8 +58,8 @@ entries=$(git --git-dir="$bare" ls-tree -r "$commit" | wc -l)
 
 scan=("$scan_bin" --repo "$bare" --cache "$cache" --dispatcher-id bench)
 
-# Milliseconds of one run of "$@", output discarded.
-time_ms() {
+# Microseconds of one run of "$@", output discarded.
+time_us() {
     local t0 t1
     t0=$(date +%s%N)
     "$@" >/dev/null
@@ -67,7 +67,7 @@ time_ms() {
     echo $(((t1 - t0) / 1000))
 }
 
-median() {
+median() { # of microsecond lines, printed in milliseconds
     sort -n | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.1f", m / 1000 }'
 }
 
@@ -75,13 +75,13 @@ rss_kib() {
     /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ { print $2 }'
 }
 
-cold_ms=$(($(time_ms "${scan[@]}") / 1000))
+cold_ms=$(($(time_us "${scan[@]}") / 1000))
 lines=$("${scan[@]}" | wc -l)
 scan_times=$work/scan.txt
 ls_times=$work/ls.txt
 for _ in $(seq "$reps"); do
-    time_ms "${scan[@]}" >>"$scan_times"
-    time_ms git --git-dir="$bare" ls-tree -r "$commit" >>"$ls_times"
+    time_us "${scan[@]}" >>"$scan_times"
+    time_us git --git-dir="$bare" ls-tree -r "$commit" >>"$ls_times"
 done
 scan_med=$(median <"$scan_times")
 ls_med=$(median <"$ls_times")
@@ -101,7 +101,7 @@ r="{\"schema\":1,\"id\":\"$id\",\"status\":\"failed\",\"dispatcher\":\"bench\"}"
     echo "M 100644 inline vault/actions/$id.result.json"
     echo "data ${#r}"; echo "$r"
 } | git --git-dir="$bare" fast-import --quiet
-changed_ms=$(($(time_ms "${scan[@]}") / 1000))
+changed_ms=$(($(time_us "${scan[@]}") / 1000))
 cold_rss=$(rm -rf "$cache" && rss_kib "${scan[@]}")
 
 cat <<REPORT
