@@ -12,11 +12,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vault_core::time::parse_ms;
 use vault_testkit::{
-    bin_dir, docker, run_with, unique, wait_until, GitDaemon, OpsRepo, Output, SecretStore,
-    TempDir, Testbed,
+    bin_dir, docker, run_with, unique, wait_output, wait_until, GitDaemon, OpsRepo, Output,
+    SecretStore, TempDir, Testbed,
 };
 
 /// Tests that restart dockerd take this exclusively; the others share it.
@@ -152,26 +152,22 @@ fn container_state(id: &str) -> Option<String> {
 }
 
 /// Wait for a spawned dispatcher, killing its group if it outlives `limit`.
-fn finish(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            kill_group(&mut child);
-            panic!("dispatcher.sh still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap().into()
+fn finish(child: Child, limit: Duration) -> Output {
+    wait_output(child, limit, |pgid| {
+        kill_group(pgid);
+        panic!("dispatcher.sh still running after {limit:?}");
+    })
 }
 
-fn kill_group(child: &mut Child) {
-    let pgid = child.id().to_string();
+/// kill -9 the whole process group `pgid` (what a host crash is to the
+/// tools) and wait until every process of it is gone.
+fn kill_group(pgid: u32) {
+    let pgid = pgid.to_string();
     let killed = Command::new("kill")
         .args(["-KILL", "--", &format!("-{pgid}")])
         .status()
         .unwrap();
     assert!(killed.success(), "kill -KILL -- -{pgid} failed");
-    let _ = child.wait();
     // The tools inherit the dispatcher's lock; it is free once every
     // process of the group is gone, not just the shell.
     wait_until("the killed group to exit", Duration::from_secs(30), || {
@@ -316,7 +312,8 @@ fn kill_9_of_the_dispatcher_mid_run_never_starts_the_action_twice() {
     wait_until("the container to run", Duration::from_secs(120), || {
         container_state(&id).as_deref() == Some("running")
     });
-    kill_group(&mut child);
+    kill_group(child.id());
+    let _ = child.wait();
     let claim = repo.result(&id).unwrap();
     assert_eq!(
         claim["status"], "running",

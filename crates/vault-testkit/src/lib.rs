@@ -174,17 +174,34 @@ pub fn run_with(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
     let feeder = std::thread::spawn(move || {
         let _ = input.write_all(&data);
     });
+    let out = wait_output(child, limit, |pid| {
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        panic!("{cmd:?} ran longer than {limit:?}");
+    });
+    let _ = feeder.join();
+    out
+}
+
+/// Wait for `child` to exit and collect its output (its stdout and stderr
+/// are read all the while, so a full pipe never stalls it). Past `limit`,
+/// `on_timeout` gets its pid (to kill it; it should panic with the story).
+pub fn wait_output(
+    child: std::process::Child,
+    limit: Duration,
+    on_timeout: impl FnOnce(u32),
+) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let Ok(out) = rx.recv_timeout(limit) else {
-        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-        panic!("{cmd:?} ran longer than {limit:?}");
-    };
-    let _ = feeder.join();
-    out.unwrap().into()
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap().into(),
+        Err(_) => {
+            on_timeout(pid);
+            panic!("process {pid} ran longer than {limit:?}");
+        }
+    }
 }
 
 /// `TOOL --repo URL --dispatcher-id ID --cache DIR`: vault-scan or
