@@ -91,6 +91,19 @@ fn state_of(c: &ContainerInspectResponse) -> Option<ContainerStateStatusEnum> {
     c.state.as_ref().and_then(|s| s.status)
 }
 
+fn is_running(c: &ContainerInspectResponse) -> bool {
+    c.state.as_ref().and_then(|s| s.running).unwrap_or(false)
+}
+
+/// Attach to a container's output streams (stdout and stderr apart).
+fn attach_options() -> bollard::query_parameters::AttachContainerOptions {
+    AttachContainerOptionsBuilder::default()
+        .stream(true)
+        .stdout(true)
+        .stderr(true)
+        .build()
+}
+
 /// Run (or resume) the action of `scan`; always yields a result.
 pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> ActionResult {
     let fail = |status: Status, err: String| {
@@ -425,12 +438,10 @@ async fn run_fresh(
     };
     // Attach before start, so that not a byte of a short-lived
     // container's output is missed.
-    let attach = AttachContainerOptionsBuilder::default()
-        .stream(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let stream = match docker.attach_container(&created.id, Some(attach)).await {
+    let stream = match docker
+        .attach_container(&created.id, Some(attach_options()))
+        .await
+    {
         Ok(a) => a.output,
         Err(e) => {
             let _ = remove(docker, &created.id, true).await;
@@ -519,13 +530,8 @@ async fn reattach(
             format!("the secret values are not available to mask it ({e})"),
         ),
     };
-    let attach = AttachContainerOptionsBuilder::default()
-        .stream(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
     let stream = docker
-        .attach_container(&cid, Some(attach))
+        .attach_container(&cid, Some(attach_options()))
         .await
         .ok()
         .map(|a| a.output);
@@ -648,7 +654,7 @@ async fn wait_exit(docker: &Docker, cid: &str) {
         }
         match inspect(docker, cid).await {
             Ok(None) => return,
-            Ok(Some(c)) if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) => return,
+            Ok(Some(c)) if !is_running(&c) => return,
             _ => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
@@ -694,7 +700,7 @@ async fn finish(
     while tokio::time::Instant::now() < give_up {
         match inspect(docker, cid).await {
             Ok(Some(c)) => {
-                let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                let running = is_running(&c);
                 if running && !sup.timed_out {
                     // The stream broke (daemon restart) while the runner
                     // lives on: wait for its exit again.
@@ -712,7 +718,7 @@ async fn finish(
     }
     let now = journal::now_ms();
     let state = inspected.as_ref().and_then(|c| c.state.clone());
-    let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    let running = inspected.as_ref().is_some_and(is_running);
     let started = state
         .as_ref()
         .and_then(|s| s.started_at.as_deref())
@@ -775,7 +781,7 @@ pub async fn rm(cache: &Path, id: &ActionId) -> Result<(), RmError> {
                 "container {name} was not created by run-action; not removing it"
             )));
         }
-        if c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+        if is_running(&c) {
             return Err(RmError::Refused(format!(
                 "container {name} is still running; not removing it"
             )));
