@@ -18,10 +18,15 @@
 //!
 //! Exactly one of `formula` / `command`. Unknown fields, at the top level and
 //! inside `resources`, are errors: a misspelt limit must not be dropped.
+//! A key given twice in any object of the file is an error too (JSON leaves
+//! it to the reader which one counts, so a reviewer may read the first while
+//! serde keeps the last): ambiguous input is rejected, not resolved.
 
 use crate::names::{ActionId, NameError, SecretName};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 
 /// Largest action file accepted, in bytes. A request is a few hundred bytes;
 /// this bounds what a hostile file can make a tool allocate.
@@ -38,7 +43,14 @@ pub struct Action {
     pub command: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// A duplicate name is refused here too (not only by the file check
+    /// of [`Action::from_file_bytes`]), so an action read from a stream
+    /// cannot carry one either.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_env"
+    )]
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
@@ -103,6 +115,11 @@ pub enum ActionError {
     BadResource(&'static str),
     #[error("action lists secret {0:?} twice")]
     DuplicateSecret(String),
+    /// A key given twice in one object of the file. `key` is cut to a
+    /// printable length; `path` is where the object is (`env`,
+    /// `resources`, `a.b[0]`), empty for the top level.
+    #[error("action file has duplicate key {key:?} {}", place(.path))]
+    DuplicateKey { key: String, path: String },
     #[error(transparent)]
     Name(#[from] NameError),
 }
@@ -117,6 +134,7 @@ impl Action {
         // The stem is checked first so that a bad file name is reported as
         // such even when the content is garbage.
         ActionId::parse(stem)?;
+        check_unique_keys(bytes)?;
         let action: Action = serde_json::from_slice(bytes)?;
         if action.id.as_str() != stem {
             return Err(ActionError::StemMismatch {
@@ -186,6 +204,196 @@ impl Action {
         }
         Ok(())
     }
+}
+
+/// Longest key an error message shows, and longest path (in characters).
+const MAX_SHOWN_KEY: usize = 64;
+const MAX_SHOWN_PATH: usize = 120;
+
+fn place(path: &str) -> String {
+    if path.is_empty() {
+        "at the top level".to_string()
+    } else {
+        format!("in {path}")
+    }
+}
+
+fn shorten(s: &str) -> String {
+    shorten_to(s, MAX_SHOWN_KEY)
+}
+
+fn shorten_to(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(max).collect();
+        format!("{head}...")
+    }
+}
+
+/// Walk the whole JSON document and refuse a key that occurs twice in one
+/// object, at any depth. Keys are compared after unescaping, so `"a"` and
+/// `"\u0061"` are the same key. A document that is not JSON is refused
+/// with serde_json's error, as the typed parse would.
+fn check_unique_keys(bytes: &[u8]) -> Result<(), ActionError> {
+    let mut walk = Walk::default();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let res = AnyValue { walk: &mut walk }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    if let Some(err) = walk.duplicate {
+        return Err(err);
+    }
+    res.map_err(ActionError::Json)
+}
+
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+#[derive(Default)]
+struct Walk {
+    /// Where the value being read is: keys (already shortened) and indexes.
+    path: Vec<Step>,
+    duplicate: Option<ActionError>,
+}
+
+impl Walk {
+    fn path_text(&self) -> String {
+        let mut out = String::new();
+        for step in &self.path {
+            match step {
+                Step::Key(k) if is_plain_key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                Step::Key(k) => out.push_str(&format!("[{k:?}]")),
+                Step::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        shorten_to(&out, MAX_SHOWN_PATH)
+    }
+}
+
+fn is_plain_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// Any JSON value, read only to look at the keys of its objects.
+struct AnyValue<'a> {
+    walk: &'a mut Walk,
+}
+
+impl<'de> DeserializeSeed<'de> for AnyValue<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AnyValue<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        loop {
+            self.walk.path.push(Step::Index(i));
+            let more = seq.next_element_seed(AnyValue {
+                walk: &mut *self.walk,
+            })?;
+            self.walk.path.pop();
+            if more.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                self.walk.duplicate = Some(ActionError::DuplicateKey {
+                    key: shorten(&key),
+                    path: self.walk.path_text(),
+                });
+                return Err(de::Error::custom("duplicate key"));
+            }
+            self.walk.path.push(Step::Key(shorten(&key)));
+            seen.insert(key);
+            map.next_value_seed(AnyValue {
+                walk: &mut *self.walk,
+            })?;
+            self.walk.path.pop();
+        }
+        Ok(())
+    }
+}
+
+/// `env` as a map that refuses a name given twice (serde's map keeps the
+/// last one).
+fn unique_env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Env;
+    impl<'de> Visitor<'de> for Env {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of env names to strings")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut env = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, String>()? {
+                if env.contains_key(&k) {
+                    return Err(de::Error::custom(format_args!(
+                        "duplicate key {:?} in env",
+                        shorten(&k)
+                    )));
+                }
+                env.insert(k, v);
+            }
+            Ok(env)
+        }
+    }
+    d.deserialize_map(Env)
 }
 
 #[cfg(test)]
@@ -336,5 +544,129 @@ mod tests {
             "a".repeat(MAX_ACTION_BYTES)
         );
         assert!(matches!(parse("x", &big), Err(ActionError::TooLarge(_))));
+    }
+}
+
+#[cfg(test)]
+mod duplicate_key_tests {
+    use super::*;
+
+    fn err(json: &str) -> ActionError {
+        Action::from_file_bytes("x", json.as_bytes()).unwrap_err()
+    }
+
+    fn dup(json: &str) -> (String, String, String) {
+        match err(json) {
+            e @ ActionError::DuplicateKey { .. } => {
+                let msg = e.to_string();
+                assert!(!msg.contains('\n'), "{msg:?}");
+                let ActionError::DuplicateKey { key, path } = e else {
+                    unreachable!()
+                };
+                (key, path, msg)
+            }
+            e => panic!("{json}: want DuplicateKey, got {e:?}"),
+        }
+    }
+
+    #[test]
+    fn duplicate_env_key_is_refused() {
+        let (key, path, msg) =
+            dup(r#"{"id":"x","secrets":[],"command":["a"],"env":{"TAG":"v1","TAG":"v2"}}"#);
+        assert_eq!((key.as_str(), path.as_str()), ("TAG", "env"));
+        assert_eq!(msg, r#"action file has duplicate key "TAG" in env"#);
+    }
+
+    #[test]
+    fn duplicate_top_level_key_is_refused() {
+        let (key, path, msg) = dup(r#"{"id":"x","secrets":[],"command":["a"],"command":["b"]}"#);
+        assert_eq!((key.as_str(), path.as_str()), ("command", ""));
+        assert_eq!(
+            msg,
+            r#"action file has duplicate key "command" at the top level"#
+        );
+        // Also a field whose first value is invalid: the duplicate is named.
+        let (key, _, _) = dup(r#"{"id":"x","id":"x","secrets":[],"command":["a"]}"#);
+        assert_eq!(key, "id");
+    }
+
+    #[test]
+    fn duplicate_resources_key_is_refused() {
+        let (key, path, _) = dup(
+            r#"{"id":"x","secrets":[],"command":["a"],"resources":{"pids":1,"memory_mb":5,"pids":9}}"#,
+        );
+        assert_eq!((key.as_str(), path.as_str()), ("pids", "resources"));
+    }
+
+    #[test]
+    fn duplicate_in_nested_and_unknown_objects_is_refused() {
+        // Found even where the typed parse would fail for another reason,
+        // and at any depth, through arrays.
+        let (key, path, _) =
+            dup(r#"{"id":"x","secrets":[],"command":["a"],"extra":[1,{"a":{"b":1,"b":2}}]}"#);
+        assert_eq!((key.as_str(), path.as_str()), ("b", "extra[1].a"));
+        let (_, path, msg) = dup(r#"{"we ird\n":{"k":1,"k":2}}"#);
+        assert_eq!(path, r#"["we ird\n"]"#);
+        assert!(!msg.contains('\n'), "{msg:?}");
+    }
+
+    #[test]
+    fn escaped_equal_keys_are_duplicates() {
+        let (key, path, _) =
+            dup(r#"{"id":"x","secrets":[],"command":["a"],"env":{"A":"1","\u0041":"2"}}"#);
+        assert_eq!((key.as_str(), path.as_str()), ("A", "env"));
+        let (key, path, _) = dup(r#"{"id":"x","secrets":[],"\u0063ommand":["a"],"command":["b"]}"#);
+        assert_eq!((key.as_str(), path.as_str()), ("command", ""));
+        let (key, _, _) = dup(r#"{"a\/b":1,"a/b":2}"#);
+        assert_eq!(key, "a/b");
+    }
+
+    #[test]
+    fn long_duplicate_key_is_shown_short() {
+        let k = "K".repeat(5000);
+        let json =
+            format!(r#"{{"id":"x","secrets":[],"command":["a"],"env":{{"{k}":"1","{k}":"2"}}}}"#);
+        let msg = err(&json).to_string();
+        assert!(msg.len() < 200, "{} bytes", msg.len());
+        let deep = format!(r#"{{"{k}":{{"{k}":{{"a":1,"a":2}}}}}}"#);
+        let msg = err(&deep).to_string();
+        assert!(msg.len() < 300, "{} bytes", msg.len());
+    }
+
+    #[test]
+    fn distinct_keys_in_different_objects_are_fine() {
+        let a = Action::from_file_bytes(
+            "x",
+            br#"{"id":"x","secrets":[],"command":["a"],"env":{"id":"1","A":"2","a":"3"},
+                "resources":{"pids":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.env.len(), 3);
+    }
+
+    #[test]
+    fn not_json_is_still_a_json_error() {
+        for bad in ["", "not json", r#"{"id":"x"} trailing"#, r#"{"id":"x","#] {
+            assert!(matches!(err(bad), ActionError::Json(_)), "{bad:?}");
+        }
+        // Deep nesting stops at serde_json's depth limit, not the stack.
+        let deep = "[".repeat(60_000);
+        let msg = err(&deep).to_string();
+        assert!(msg.contains("recursion limit"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_env_key_is_refused_on_a_stream_too() {
+        let e = serde_json::from_str::<Action>(
+            r#"{"id":"x","secrets":[],"command":["a"],"env":{"A":"1","A":"2"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(r#"duplicate key "A" in env"#), "{e}");
+        let ok = serde_json::from_str::<Action>(
+            r#"{"id":"x","secrets":[],"command":["a"],"env":{"A":"1","B":"2"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.env.len(), 2);
     }
 }
