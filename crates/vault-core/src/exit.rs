@@ -8,6 +8,7 @@
 //! | 3 | `LostRace` | result-write: another dispatcher's result is already there for this `running` claim; nothing written |
 //! | 4 | `RetryLater` | a transient failure (remote unreachable, daemon down); the work is kept (e.g. the result spooled) and the next call picks it up |
 //! | 5 | `NotSucceeded` | a result line was printed, and its status is not `succeeded` (failed, timed_out, rejected, error, abandoned) |
+//! | 6 | `Rewritten` | vault-scan: the watched branch was rewritten (its tip does not descend from the last tip dispatched from); nothing printed until an operator runs `vault-scan --accept-rewrite <new tip>` |
 //!
 //! secret-mount in wrapper mode exits with its command's code once the
 //! command ran.
@@ -23,6 +24,7 @@ pub enum Exit {
     LostRace = 3,
     RetryLater = 4,
     NotSucceeded = 5,
+    Rewritten = 6,
 }
 
 impl Exit {
@@ -38,6 +40,7 @@ impl Exit {
             3 => Exit::LostRace,
             4 => Exit::RetryLater,
             5 => Exit::NotSucceeded,
+            6 => Exit::Rewritten,
             _ => return None,
         })
     }
@@ -62,12 +65,13 @@ mod tests {
             Exit::LostRace,
             Exit::RetryLater,
             Exit::NotSucceeded,
+            Exit::Rewritten,
         ];
         for (i, e) in all.iter().enumerate() {
             assert_eq!(e.code() as usize, i);
             assert_eq!(Exit::from_code(i as i32), Some(*e));
         }
-        assert_eq!(Exit::from_code(6), None);
+        assert_eq!(Exit::from_code(7), None);
         assert_eq!(Exit::Usage.code(), 2, "clap exits 2 on usage errors");
     }
 }

@@ -13,6 +13,7 @@
 pub mod action;
 pub mod exit;
 pub mod jsonl;
+pub mod ledger;
 pub mod names;
 pub mod result;
 pub mod scan;

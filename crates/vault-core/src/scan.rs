@@ -10,11 +10,18 @@
 //!
 //! Exactly one of `action` / `error`. `resume` is present (and true) only
 //! for this dispatcher's own `running` claim that must be reconciled.
+//! `spent` is present when the id was started or recorded before (this
+//! cache's run ledger, or the branch's history shows a claim or result
+//! that is gone now): it says when and where. secret-mount records such a
+//! line `abandoned` without decrypting anything; run-action records it
+//! `abandoned` without starting anything (a container of that id that
+//! still exists is collected instead).
 //! `blob` is the git blob id of the action file (the result's
 //! `action_blob`).
 
 use crate::action::Action;
 use crate::names::ActionId;
+use crate::result::Status;
 use serde::{Deserialize, Serialize};
 
 /// The only folder of the ops repo any tool reads or writes.
@@ -37,6 +44,8 @@ pub struct ScanLine {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resume: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<String>,
 }
 
 fn schema_one() -> u32 {
@@ -44,9 +53,22 @@ fn schema_one() -> u32 {
 }
 
 impl ScanLine {
+    /// Why this line must not run, and the status to record: `abandoned`
+    /// for a spent id, `rejected` for an invalid action.
+    pub fn refusal(&self) -> Option<(Status, String)> {
+        if let Some(why) = &self.spent {
+            return Some((Status::Abandoned, why.clone()));
+        }
+        self.valid_action().err().map(|why| (Status::Rejected, why))
+    }
+
     /// The action, re-validated, or the reason it cannot run (the scan's own
-    /// error, a mismatched id, or a failed check).
+    /// error, a mismatched id, or a failed check). A spent line is refused
+    /// too (see [`ScanLine::refusal`] for the status to record).
     pub fn valid_action(&self) -> Result<&Action, String> {
+        if let Some(why) = &self.spent {
+            return Err(why.clone());
+        }
         if let Some(e) = &self.error {
             return Err(e.clone());
         }

@@ -21,17 +21,18 @@ pub struct Cli {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// Cache directory: holds the journal (`<cache>/journal/<id>`) and the
-    /// per-run action file (`<cache>/run/<id>/action.json`).
+    /// Cache directory: holds the run ledger (`<cache>/ledger/<id>.json`,
+    /// never removed) and the per-run action file
+    /// (`<cache>/run/<id>/action.json`).
     #[arg(long, env = "VAULT_CACHE", global = true)]
     pub cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Remove the exited container `vault-<id>` and its journal and action
-    /// file, once the result is durably recorded. Refuses a running
-    /// container; exits 0 also when it is already gone.
+    /// Remove the exited container `vault-<id>` and its action file, once
+    /// the result is durably recorded (the run-ledger record stays). Refuses
+    /// a running container; exits 0 also when it is already gone.
     Rm {
         /// The action id.
         id: String,

@@ -1,7 +1,6 @@
 //! Running one action through the Docker Engine API.
 
 use crate::cli::RunArgs;
-use crate::journal::{self, Journal, Step};
 use crate::mask::{self, Masker, MIN_PATTERN_LEN};
 use crate::output::OutputSink;
 use crate::policy::{self, Limits};
@@ -23,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::Instant;
+use vault_core::ledger::{Ledger, LedgerError, StartRecord};
 use vault_core::{Action, ActionId, ActionResult, ContainerInfo, ScanLine, Status};
 
 /// Where the secrets dir is mounted in the container.
@@ -104,95 +104,114 @@ fn attach_options() -> bollard::query_parameters::AttachContainerOptions {
         .build()
 }
 
-/// Run (or resume) the action of `scan`; always yields a result.
-pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> ActionResult {
+/// Run (or resume) the action of `scan`. Yields a result, or an error when
+/// the run ledger cannot be read (then nothing was started and nothing may
+/// be decided: no result line).
+pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, LedgerError> {
     let fail = |status: Status, err: String| {
         vault_core::report("run-action", format_args!("{}: {status}: {err}", scan.id));
         ActionResult::not_run(scan, status, ctx.dispatcher, err)
     };
-    let action = match scan.valid_action() {
-        Ok(a) => a,
-        Err(e) => return fail(Status::Rejected, format!("invalid action: {e}")),
+    let action = match (&scan.spent, scan.valid_action()) {
+        (Some(_), _) => None,
+        (None, Ok(a)) => Some(a),
+        (None, Err(e)) => return Ok(fail(Status::Rejected, format!("invalid action: {e}"))),
     };
+    let ledger = Ledger::new(ctx.cache);
+    let record = ledger.lookup(&scan.id)?;
     // A fresh run is refused by policy without asking the daemon; a resume
-    // must first look for the container, which may have run already.
-    let checked = if scan.resume {
-        None
-    } else {
-        match preflight(action, ctx.args) {
+    // (or an id started before) must first look for the container, which
+    // may have run already.
+    let checked = match action {
+        Some(a) if !scan.resume && record.is_none() => match preflight(a, ctx.args) {
             Ok(p) => Some(p),
-            Err((status, e)) => return fail(status, e),
-        }
-    };
-    let docker = match connect().await {
-        Ok(d) => d,
-        Err(e) => return fail(Status::Error, e),
+            Err((status, e)) => return Ok(fail(status, e)),
+        },
+        _ => None,
     };
     let id = scan.id.as_str();
     let name = scan.id.container_name();
-    let journal = Journal::new(ctx.cache, id);
-
+    // What to record when this id must not start (again).
+    let spent = |why: String| fail(Status::Abandoned, why);
+    let never_again = |r: &StartRecord| {
+        format!(
+            "this action was {}, and its result is not in the repo: its outcome is lost; an action id is started at most once (land a new id to run it again)",
+            r.describe()
+        )
+    };
+    let docker = match connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            return Ok(match (&scan.spent, &record) {
+                (Some(why), _) => spent(why.clone()),
+                (None, Some(r)) => spent(never_again(r)),
+                (None, None) => fail(Status::Error, e),
+            })
+        }
+    };
     let existing = match inspect(&docker, &name).await {
         Ok(c) => c,
         Err(e) => {
-            return fail(
+            return Ok(fail(
                 Status::Error,
                 format!("cannot inspect container {name}: {e}"),
-            )
+            ))
         }
     };
-    let mut skip_journal = false;
     if let Some(c) = existing {
         if !is_ours(&c, id) {
-            return fail(
+            return Ok(fail(
                 Status::Error,
                 format!("a container named {name} exists that run-action did not create; not touching it"),
-            );
-        }
-        if !scan.resume {
-            return fail(
-                Status::Error,
-                format!("container {name} already exists (another run of this action?); not starting a second one"),
-            );
+            ));
         }
         match state_of(&c) {
             Some(ContainerStateStatusEnum::CREATED) => {
-                // Created but never started: provably never ran. Its mounts
-                // point at the previous run's secrets, so make it afresh.
+                // Created but never started. Its mounts point at the
+                // previous run's secrets: it cannot be started as it is.
                 if let Err(e) = remove(&docker, &name, true).await {
-                    return fail(
+                    return Ok(fail(
                         Status::Error,
                         format!("cannot remove never-started {name}: {e}"),
-                    );
+                    ));
                 }
-                skip_journal = true;
+                if let Some(r) = &record {
+                    return Ok(spent(format!(
+                        "this action was {}, but the dispatcher stopped before starting the container (removed now); an action id is started at most once (land a new id to run it)",
+                        r.describe()
+                    )));
+                }
             }
+            // A container of this id exists: whatever the scan line says,
+            // its true outcome is read from it, and nothing starts again.
             Some(
                 ContainerStateStatusEnum::EXITED
                 | ContainerStateStatusEnum::DEAD
                 | ContainerStateStatusEnum::REMOVING,
-            ) => return collect(scan, ctx, &docker, c).await,
-            _ => return reattach(scan, action, ctx, &docker, &journal, c).await,
+            ) => return Ok(collect(scan, ctx, &docker, c).await),
+            _ => return Ok(reattach(scan, ctx, &docker, record.as_ref(), c).await),
         }
+    } else if let Some(r) = &record {
+        return Ok(spent(never_again(r)));
     }
-    if !skip_journal {
-        match journal.read() {
-            Ok(st) if st.started_ms.is_some() => {
-                return fail(
-                    Status::Abandoned,
-                    format!("container {name} is gone, but the journal shows it was started: its outcome is lost; not running it a second time"),
-                );
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return fail(
-                    Status::Error,
-                    format!("cannot read journal {}: {e}", journal.path().display()),
-                )
-            }
-        }
+    let Some(action) = action else {
+        return Ok(spent(scan.spent.clone().unwrap_or_default()));
+    };
+    // A cache written by an earlier version kept its proof of a start in
+    // `<cache>/journal/<id>`: it still counts.
+    if legacy_journal_started(ctx.cache, id) {
+        return Ok(spent(format!(
+            "container {name} is gone, but the journal shows it was started: its outcome is lost; not running it a second time"
+        )));
     }
-    run_fresh(scan, action, checked, ctx, &docker, &journal).await
+    Ok(run_fresh(scan, action, checked, ctx, &docker, &ledger).await)
+}
+
+/// Whether an earlier version's journal (`<cache>/journal/<id>`) has a
+/// `start` line. Never removed by this version.
+fn legacy_journal_started(cache: &Path, id: &str) -> bool {
+    std::fs::read_to_string(cache.join("journal").join(id))
+        .is_ok_and(|t| t.lines().any(|l| l.starts_with("start")))
 }
 
 /// The checks that need no daemon: the image (and that policy allows it)
@@ -355,7 +374,7 @@ async fn run_fresh(
     checked: Option<(String, Limits)>,
     ctx: &Ctx<'_>,
     docker: &Docker,
-    journal: &Journal,
+    ledger: &Ledger,
 ) -> ActionResult {
     let fail = |status: Status, err: String| {
         vault_core::report("run-action", format_args!("{}: {status}: {err}", scan.id));
@@ -413,9 +432,29 @@ async fn run_fresh(
     };
     let config = container_config(action, &image, &limits, ctx, secrets_dir, &action_file);
     let name = scan.id.container_name();
-    if let Err(e) = journal.record(Step::Create) {
-        cleanup_action_file();
-        return fail(Status::Error, format!("cannot write the journal: {e}"));
+    // The proof of this start, durable before the container exists.
+    let record = StartRecord {
+        id: scan.id.clone(),
+        blob: scan.blob.clone(),
+        commit: scan.commit.clone(),
+        container: name.clone(),
+        container_id: None,
+        dispatcher: ctx.dispatcher.to_string(),
+        started_at: vault_core::time::now_rfc3339(),
+    };
+    match ledger.record_start(&record) {
+        Ok(()) => {}
+        Err(LedgerError::Exists { .. }) => {
+            cleanup_action_file();
+            return fail(
+                Status::Abandoned,
+                "another run-action recorded a start of this id in the run ledger first; not starting a second one".into(),
+            );
+        }
+        Err(e) => {
+            cleanup_action_file();
+            return fail(Status::Error, format!("{e}; nothing was started"));
+        }
     }
     let opts = CreateContainerOptionsBuilder::default().name(&name).build();
     let created = match docker.create_container(Some(opts), config).await {
@@ -431,6 +470,10 @@ async fn run_fresh(
             return fail(Status::Error, format!("cannot create container {name}: {e}"));
         }
     };
+    if let Err(e) = ledger.add_container_id(&scan.id, &created.id) {
+        // The start record is there already; only a detail is missing.
+        vault_core::report("run-action", format_args!("{}: warning: {e}", scan.id));
+    }
     let container = ContainerInfo {
         id: created.id.clone(),
         image: image.clone(),
@@ -449,12 +492,7 @@ async fn run_fresh(
             return fail(Status::Error, format!("cannot attach to {name}: {e}"));
         }
     };
-    if let Err(e) = journal.record(Step::Start) {
-        let _ = remove(docker, &created.id, true).await;
-        cleanup_action_file();
-        return fail(Status::Error, format!("cannot write the journal: {e}"));
-    }
-    let started_ms = journal::now_ms();
+    let started_ms = now_ms();
     let deadline = deadline_in(Duration::from_secs(limits.timeout_s));
     if let Err(e) = docker.start_container(&created.id, None).await {
         // A start that failed on the wire (a client timeout, say) may have
@@ -505,25 +543,29 @@ fn deadline_in(d: Duration) -> Instant {
 /// the logging driver is `none`) and wait out the rest of its timeout.
 async fn reattach(
     scan: &ScanLine,
-    action: &Action,
     ctx: &Ctx<'_>,
     docker: &Docker,
-    journal: &Journal,
+    record: Option<&StartRecord>,
     c: ContainerInspectResponse,
 ) -> ActionResult {
     let cid = c.id.clone().unwrap_or_else(|| scan.id.container_name());
     // The timeout alone: a resumed action is not refused again by policy.
-    let timeout_s = policy::timeout_s(action, ctx.args);
+    let action = scan.action.as_ref();
+    let timeout_s = action.map_or(ctx.args.timeout_s, |a| policy::timeout_s(a, ctx.args));
     let started_ms = c
         .state
         .as_ref()
         .and_then(|s| s.started_at.as_deref())
         .and_then(vault_core::time::parse_ms)
-        .or_else(|| journal.read().ok().and_then(|s| s.started_ms))
-        .unwrap_or_else(journal::now_ms);
-    let elapsed = Duration::from_millis(journal::now_ms().saturating_sub(started_ms));
+        .or_else(|| record.and_then(|r| vault_core::time::parse_ms(&r.started_at)))
+        .unwrap_or_else(now_ms);
+    let elapsed = Duration::from_millis(now_ms().saturating_sub(started_ms));
     let deadline = deadline_in(Duration::from_secs(timeout_s).saturating_sub(elapsed));
-    let sink = match load_secrets(action, ctx.args.secrets_dir.as_deref()) {
+    let secrets = match (action, &scan.spent) {
+        (Some(a), None) => load_secrets(a, ctx.args.secrets_dir.as_deref()),
+        _ => Err("the action's secrets were not mounted".to_string()),
+    };
+    let sink = match secrets {
         Ok(s) => OutputSink::new(masker_for(&s)),
         Err(e) => OutputSink::withheld(
             Masker::new(std::iter::empty()),
@@ -554,7 +596,7 @@ async fn collect(
         trouble: None,
     };
     let info = container_info(&c);
-    finish(scan, ctx, docker, &cid, info, sup, 0, journal::now_ms()).await
+    finish(scan, ctx, docker, &cid, info, sup, 0, now_ms()).await
 }
 
 fn container_info(c: &ContainerInspectResponse) -> Option<ContainerInfo> {
@@ -716,7 +758,7 @@ async fn finish(
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
-    let now = journal::now_ms();
+    let now = now_ms();
     let state = inspected.as_ref().and_then(|c| c.state.clone());
     let running = inspected.as_ref().is_some_and(is_running);
     let started = state
@@ -790,9 +832,8 @@ pub async fn rm(cache: &Path, id: &ActionId) -> Result<(), RmError> {
             .await
             .map_err(|e| RmError::Failed(format!("cannot remove {name}: {e}")))?;
     }
-    Journal::new(cache, id.as_str())
-        .remove()
-        .map_err(|e| RmError::Failed(format!("cannot remove the journal: {e}")))?;
+    // The run ledger (and an earlier version's journal) stays: it is the
+    // proof that this id was started.
     match std::fs::remove_dir_all(run_dir(cache, id.as_str())) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RmError::Failed(format!(
             "cannot remove the action file: {e}"
@@ -809,4 +850,12 @@ pub enum RmError {
     Refused(String),
     #[error("{0}")]
     Failed(String),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

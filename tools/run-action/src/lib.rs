@@ -7,10 +7,19 @@
 //!
 //! Exit status: 0 the action succeeded; 5 a result line was printed whose
 //! status is not `succeeded`; 1 no result line could be printed (stdin held
-//! no line naming a valid id, or stdout failed); 2 usage.
+//! no line naming a valid id, the run ledger cannot be read, or stdout
+//! failed); 2 usage.
 //!
-//! `run-action rm <id>` removes the exited container `vault-<id>`, its
-//! journal and its action file once the result is durably recorded: exit 0
+//! At most once: before a container is created its start is recorded in
+//! the run ledger (`<cache>/ledger/<id>.json`, fsynced). An id with a
+//! record is never started again: its container, if still there, is
+//! collected or re-attached to; if gone, the result is `abandoned` with
+//! when and where it was started. A scan line marked `spent` is recorded
+//! `abandoned` the same way, without starting anything.
+//!
+//! `run-action rm <id>` removes the exited container `vault-<id>` and its
+//! action file once the result is durably recorded (never its run-ledger
+//! record, see [`vault_core::ledger`]): exit 0
 //! (also when already gone), 1 refused or failed (a running container, a
 //! container run-action did not create), 4 the daemon is unreachable.
 //!
@@ -21,7 +30,6 @@
 
 pub mod cli;
 pub mod engine;
-pub mod journal;
 pub mod mask;
 pub mod output;
 pub mod policy;
@@ -78,7 +86,13 @@ pub fn run() -> ExitCode {
                         cache: &cache,
                         dispatcher: &dispatcher,
                     };
-                    runtime.block_on(engine::execute(&scan, &ctx))
+                    match runtime.block_on(engine::execute(&scan, &ctx)) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            vault_core::report(TOOL, format_args!("{}: {e}", scan.id));
+                            return Exit::Failure.into();
+                        }
+                    }
                 }
                 Err(Unusable::WithId(id, message)) => {
                     vault_core::report(TOOL, format_args!("{id}: rejected: {message}"));

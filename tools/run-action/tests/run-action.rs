@@ -194,8 +194,13 @@ fn exit_zero_succeeds_with_locked_down_config() {
     // rm after the result is recorded; again is fine.
     run_with(c.cmd().args(["rm", &c.id]), b"", Duration::from_secs(60)).success();
     assert!(!c.exists());
-    assert!(!c.cache.path().join("journal").join(&c.id).exists());
     assert!(!c.cache.path().join("run").join(&c.id).exists());
+    // The proof of the start stays.
+    let rec = std::fs::read_to_string(ledger(&c)).unwrap();
+    assert!(
+        rec.contains(&format!("\"container\":\"vault-{}\"", c.id)),
+        "{rec}"
+    );
     run_with(c.cmd().args(["rm", &c.id]), b"", Duration::from_secs(60)).success();
 }
 
@@ -685,8 +690,14 @@ fn output_is_capped_in_logs() {
     assert!(!out.stderr.contains("end\n"));
 }
 
+/// An earlier version's journal of this case's action.
 fn journal(c: &Case) -> PathBuf {
     c.cache.path().join("journal").join(&c.id)
+}
+
+/// The run-ledger record of this case's action.
+fn ledger(c: &Case) -> PathBuf {
+    c.cache.path().join("ledger").join(format!("{}.json", c.id))
 }
 
 #[test]
@@ -697,13 +708,12 @@ fn resume_collects_an_exited_container() {
     assert_eq!(first["exit_code"], 3);
     let started = c.inspect()["State"]["StartedAt"].clone();
 
-    // Not a resume: a second start is refused, the container untouched.
+    // Not a resume (the claim was lost): the container is collected, not
+    // started a second time.
     let (_, r) = c.run(&line, &[]);
-    assert_eq!(r["status"], "error");
-    assert!(
-        r["error"].as_str().unwrap().contains("already exists"),
-        "{r}"
-    );
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["container"]["id"], first["container"]["id"]);
+    assert_eq!(c.inspect()["State"]["StartedAt"], started, "not run again");
 
     let resume = c.line(json!({"command": ["sh", "-c", "echo once; exit 3"]}), true);
     let (_, r) = c.run(&resume, &[]);
@@ -726,9 +736,17 @@ fn resume_reattaches_to_a_running_container() {
     // The dispatcher dies; the container runs on.
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(std::fs::read_to_string(journal(&c))
-        .unwrap()
-        .contains("start "));
+    let rec: Value = serde_json::from_str(
+        std::fs::read_to_string(ledger(&c))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["id"], json!(c.id));
+    assert_eq!(rec["commit"], "c0ffee");
+    assert_eq!(rec["blob"], "b10b");
 
     let (out, r) = c.run(&c.line(action, true), &[]);
     assert_eq!(r["status"], "failed", "{r}");
@@ -762,6 +780,66 @@ fn resume_abandons_what_started_and_vanished() {
     assert_eq!(r["status"], "abandoned", "{r}");
     assert!(r["error"].as_str().unwrap().contains("journal"), "{r}");
     assert!(!c.exists(), "never started a second time");
+}
+
+#[test]
+fn a_started_id_is_never_started_again() {
+    // Run once, record, remove the container (as the dispatcher does).
+    let c = Case::new("ledger-once");
+    let line = c.line(json!({"command": ["echo", "ran"]}), false);
+    let (_, first) = c.run(&line, &[]);
+    assert_eq!(first["status"], "succeeded");
+    run_with(c.cmd().args(["rm", &c.id]), b"", Duration::from_secs(60)).success();
+    assert!(!c.exists());
+
+    // The result is deleted from the repo: the same line comes again, and
+    // again as our own claim. Neither starts a container.
+    for l in [
+        line.clone(),
+        c.line(json!({"command": ["echo", "ran"]}), true),
+    ] {
+        let (out, r) = c.run(&l, &[]);
+        assert_eq!(r["status"], "abandoned", "{r}");
+        let err = r["error"].as_str().unwrap();
+        assert!(
+            err.contains("started at") && err.contains("test-dispatcher"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("vault-{}", c.id)), "{err}");
+        assert!(!out.stderr.contains("ran\n"), "{}", out.stderr);
+        assert!(!c.exists(), "never started a second time");
+    }
+}
+
+#[test]
+fn a_spent_line_is_abandoned_without_a_container() {
+    let c = Case::new("spent");
+    let mut line: Value =
+        serde_json::from_str(&c.line(json!({"command": ["echo", "ran"]}), false)).unwrap();
+    line["spent"] = json!("this action had a claim in commit 1234, which is gone");
+    let (_, r) = c.run(&format!("{line}\n"), &[]);
+    assert_eq!(r["status"], "abandoned", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("had a claim"), "{r}");
+    assert_eq!(r["action_commit"], "c0ffee");
+    assert!(!c.exists());
+    assert!(!ledger(&c).exists(), "nothing started, nothing recorded");
+}
+
+#[test]
+fn a_corrupt_ledger_stops_without_a_result() {
+    let c = Case::new("ledger-bad");
+    std::fs::create_dir_all(ledger(&c).parent().unwrap()).unwrap();
+    std::fs::write(ledger(&c), "{\"id\":").unwrap();
+    let out = c.run_raw(&c.line(json!({"command": ["echo", "ran"]}), false), &[]);
+    out.fails_with_code(1);
+    assert!(out.stdout.is_empty(), "no result line: {out:?}");
+    assert!(
+        out.stderr.contains("corrupt") && out.stderr.contains("ledger"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(!c.exists());
 }
 
 #[test]

@@ -25,8 +25,9 @@ use vault_core::SecretName;
 /// (checked with statfs) that the Docker daemon sees at the same path.
 ///
 /// Exit codes: CMD's own once CMD ran (128+N when a signal N killed it);
-/// before that: 5 a result line (status `error` or `rejected`) was printed
-/// on stdout for the scan line, 1 failure with no usable scan line, 2 usage.
+/// before that: 5 a result line (status `error`, `rejected`, or
+/// `abandoned` for a `spent` line) was printed on stdout for the scan line,
+/// 1 failure with no usable scan line, 2 usage.
 /// `secret-mount sweep` removes directories left by a killed secret-mount
 /// (0 done, 1 something could not be removed).
 #[derive(Debug, Parser)]

@@ -1,7 +1,7 @@
 //! secret-mount: decrypt exactly the named secrets into a memory-only
 //! directory, run a command with it, wipe it whatever happens.
 //!
-//! See `secret-mount --help` and DESIGN.md. The steps, in order, each
+//! See `secret-mount --help` and docs/CONTRACT.md. The steps, in order, each
 //! all-or-nothing:
 //!
 //! 1. core dumps off (`PR_SET_DUMPABLE` 0): plaintext will be in memory;

@@ -264,15 +264,18 @@ fn read_request() -> Result<Request, Refusal> {
             });
         }
     };
+    // A spent id (started or recorded before) is recorded `abandoned`, an
+    // invalid action `rejected`: nothing is decrypted for either.
+    if let Some((status, why)) = scan.refusal() {
+        return Err(Refusal {
+            status,
+            message: format!("action {}: {why}", scan.id),
+            scan: Some(Box::new(scan)),
+        });
+    }
     let names = match scan.valid_action() {
         Ok(a) => a.secrets.clone(),
-        Err(why) => {
-            return Err(Refusal {
-                status: Status::Rejected,
-                message: format!("action {}: {why}", scan.id),
-                scan: Some(Box::new(scan)),
-            })
-        }
+        Err(why) => return Err(Refusal::plain(format!("action {}: {why}", scan.id))),
     };
     Ok(Request {
         names,
@@ -298,6 +301,7 @@ fn salvage(line: &str) -> Option<ScanLine> {
         action: None,
         error: Some("invalid scan line".into()),
         resume: false,
+        spent: None,
     })
 }
 
