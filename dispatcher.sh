@@ -7,7 +7,10 @@
 # Configuration is the tools' environment (VAULT_REPO, VAULT_IDENTITY, ...);
 # VAULT_BIN_DIR names the folder of the tools when they are not on PATH.
 # Exit (--once): 0 every pending action got a recorded result, 4 retry later
-# (remote unreachable, result spooled, another copy holds the lock), 1 other.
+# (remote unreachable, result spooled, another copy holds the lock), 6 the
+# watched branch was rewritten (nothing dispatched until an operator runs
+# vault-scan --accept-rewrite <new tip>), else a tool's own code (1 failure,
+# 2 usage, 3 result-write kept a different final result).
 set -eu
 
 me=dispatcher.sh
@@ -18,7 +21,7 @@ case "${1:-}" in
 --once) once=1 ;;
 '') ;;
 -h | --help)
-    sed -n '2,10s/^# \{0,1\}//p' "$0"
+    sed -n '2,13s/^# \{0,1\}//p' "$0"
     exit 0
     ;;
 *)

@@ -112,6 +112,10 @@ pub enum GitError {
     },
     #[error("the remote branch moved while pushing (not a fast-forward)")]
     NonFastForward,
+    #[error("the branch was rewritten: its tip {new} does not descend from {old}, the last tip seen; nothing is dispatched or recorded until an operator checks the new history and runs `vault-scan --accept-rewrite {new}`")]
+    Rewritten { old: Oid, new: Oid },
+    #[error("--accept-rewrite {given} does not name the branch's tip {tip}: check the new history again")]
+    AcceptMismatch { given: String, tip: Oid },
     #[error("{0}")]
     Config(String),
     #[error("{context}: {source}")]
@@ -422,6 +426,11 @@ impl Ops {
         &self.branch
     }
 
+    /// The cache directory (`VAULT_CACHE`) this clone lives under.
+    pub fn cache_root(&self) -> &Path {
+        &self.cache_root
+    }
+
     /// A state file of this repo's cache: `<cache>/repos/<key>.<name>`.
     pub fn state_path(&self, name: &str) -> PathBuf {
         self.cache_root
@@ -509,8 +518,16 @@ impl Ops {
 
     /// Fetch the watched branch into `refs/remotes/origin/<branch>` and
     /// return its tip. When the remote tip is already in the cache, nothing
-    /// is downloaded.
+    /// is downloaded. A tip that does not descend from the one last seen
+    /// (a force-push, a reset) is [`GitError::Rewritten`] and the tracking
+    /// ref stays where it was.
     pub fn fetch(&self) -> Result<Oid, GitError> {
+        self.fetch_accepting(None)
+    }
+
+    /// [`Ops::fetch`], accepting a rewritten branch when its new tip is
+    /// `accept` (a full or abbreviated commit id, 7 hex digits at least).
+    pub fn fetch_accepting(&self, accept: Option<&str>) -> Result<Oid, GitError> {
         let want = head_ref(&self.branch);
         let tracking = tracking_ref(&self.branch);
         let mut remote = self
@@ -549,6 +566,28 @@ impl Ops {
             )))?;
         }
         drop(conn);
+        if let Some(old) = cached.filter(|c| *c != tip) {
+            let forward = self
+                .repo
+                .graph_descendant_of(tip, old)
+                .map_err(GitError::git(format!(
+                    "cannot tell whether {tip} descends from {old}, the last tip seen"
+                )))?;
+            if !forward {
+                match accept.map(str::trim) {
+                    Some(a)
+                        if a.len() >= 7 && tip.to_string().starts_with(&a.to_ascii_lowercase()) => {
+                    }
+                    Some(a) => {
+                        return Err(GitError::AcceptMismatch {
+                            given: a.to_string(),
+                            tip,
+                        })
+                    }
+                    None => return Err(GitError::Rewritten { old, new: tip }),
+                }
+            }
+        }
         // `download` moves no refs: the tracking ref is still `cached`.
         if cached != Some(tip) {
             self.repo
@@ -891,6 +930,7 @@ pub fn exit_for(tool: &str, e: &anyhow::Error) -> vault_core::Exit {
     }
     let code = match e.downcast_ref::<GitError>() {
         Some(g) if g.is_unreachable() => Exit::RetryLater,
+        Some(GitError::Rewritten { .. }) => Exit::Rewritten,
         _ => Exit::Failure,
     };
     vault_core::report(tool, format!("{e:#}"));

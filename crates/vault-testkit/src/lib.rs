@@ -375,6 +375,69 @@ impl OpsRepo {
         git(&self.bare, &["rev-parse", &self.branch])
     }
 
+    /// Rewrite the remote branch to `commit` (a force-push: the new tip
+    /// need not descend from the old one).
+    pub fn force_push(&self, commit: &str) {
+        let work = self.scratch.path();
+        git(work, &["fetch", "-q", "origin", &self.branch]);
+        git(
+            work,
+            &[
+                "push",
+                "-q",
+                "-f",
+                "origin",
+                &format!("{commit}:refs/heads/{}", self.branch),
+            ],
+        );
+    }
+
+    /// Land a commit on top of the branch whose `vault/actions` tree is the
+    /// raw tree object `raw` (written as is, so it may be one that `git
+    /// fsck` refuses, e.g. with two entries of one name). Returns the sha.
+    pub fn land_raw_actions_tree(&self, raw: &[u8], message: &str) -> String {
+        let bare = &self.bare;
+        let hash = |args: &[&str], input: &[u8]| -> String {
+            let mut child = Command::new("git")
+                .arg("--git-dir")
+                .arg(bare)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "git {args:?} failed");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let actions = hash(
+            &["hash-object", "-t", "tree", "--literally", "-w", "--stdin"],
+            raw,
+        );
+        let vault = hash(
+            &["mktree"],
+            format!("040000 tree {actions}\tactions\n").as_bytes(),
+        );
+        let readme = git(bare, &["rev-parse", &format!("{}:README.md", self.branch)]);
+        let root = hash(
+            &["mktree"],
+            format!("100644 blob {readme}\tREADME.md\n040000 tree {vault}\tvault\n").as_bytes(),
+        );
+        let head = self.head();
+        let commit = git(bare, &["commit-tree", &root, "-p", &head, "-m", message]);
+        git(
+            bare,
+            &[
+                "update-ref",
+                &format!("refs/heads/{}", self.branch),
+                &commit,
+                &head,
+            ],
+        );
+        commit
+    }
+
     /// Install a server-side hook (e.g. `pre-receive`) with this script.
     pub fn install_hook(&self, name: &str, script: &str) {
         let p = self.bare.join("hooks").join(name);

@@ -13,7 +13,10 @@ use clap::Parser;
 /// refused the push); 2 usage; 3 lost race (a claim found another
 /// dispatcher's result, or a final result found a different final result:
 /// nothing written for it); 4 remote unreachable (final results are
-/// spooled and pushed by the next call; a claim is not spooled).
+/// spooled and pushed by the next call; a claim is not spooled); 6 the
+/// branch was rewritten (its tip does not descend from the last one seen:
+/// nothing written, final results stay spooled until an operator runs
+/// `vault-scan --accept-rewrite`).
 #[derive(Debug, Parser)]
 #[command(name = "result-write", version)]
 pub struct Cli {

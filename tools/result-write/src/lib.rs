@@ -85,13 +85,16 @@ struct Recorded<'a> {
 #[derive(Default)]
 struct Tally {
     failed: bool,
+    rewritten: bool,
     retry_later: bool,
     lost: bool,
 }
 
 impl Tally {
     fn exit(&self) -> Exit {
-        if self.failed {
+        if self.rewritten {
+            Exit::Rewritten
+        } else if self.failed {
             Exit::Failure
         } else if self.retry_later {
             Exit::RetryLater
@@ -268,7 +271,14 @@ pub fn record(
                     ),
                 );
             } else {
-                tally.failed = true;
+                if matches!(
+                    e.downcast_ref::<GitError>(),
+                    Some(GitError::Rewritten { .. })
+                ) {
+                    tally.rewritten = true;
+                } else {
+                    tally.failed = true;
+                }
                 let refused = matches!(
                     e.downcast_ref::<GitError>(),
                     Some(GitError::Rejected { .. })

@@ -337,3 +337,35 @@ fn a_branch_moving_during_the_push_is_retried_without_rewriting() {
     assert!(repo.show("vault/actions/meanwhile.json").is_some());
     assert_ancestor(&repo, &other, &repo.head());
 }
+
+#[test]
+fn a_rewritten_branch_is_not_written_to_and_the_result_stays_spooled() {
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let before = repo.head();
+    repo.land_action("rw", &ACTION.replace("ID", "rw"));
+    let cache = TempDir::new().unwrap();
+    let line = scan_line(&repo, cache.path(), "rw");
+    rw(&repo.url, cache.path(), "disp-a", &["--claim"], &line).success();
+
+    // Force-push the branch back to before the action.
+    repo.force_push(&before);
+    let out = rw(
+        &repo.url,
+        cache.path(),
+        "disp-a",
+        &[],
+        &result_line("rw", "succeeded"),
+    );
+    out.fails_with_code(6);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("rewritten") && out.stderr.contains("stay spooled"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(repo.head(), before, "nothing written");
+    // Still refused by the flush, and kept.
+    rw(&repo.url, cache.path(), "disp-a", &["--flush"], "").fails_with_code(6);
+    assert_eq!(repo.head(), before);
+}

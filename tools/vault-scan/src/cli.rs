@@ -10,7 +10,8 @@ use clap::Parser;
 /// action file; `"resume": true` on this dispatcher's own `running` claims.
 ///
 /// Exit codes: 0 listed (error lines are data), 1 failure, 2 usage,
-/// 4 remote unreachable (nothing printed; retry later).
+/// 4 remote unreachable (nothing printed; retry later), 6 the branch was
+/// rewritten (nothing printed until `--accept-rewrite <new tip>`).
 #[derive(Debug, Parser)]
 #[command(name = "vault-scan", version)]
 pub struct Cli {
@@ -25,4 +26,9 @@ pub struct Cli {
     /// Ignore (and rebuild) the scan cache kept beside the cache clone
     #[arg(long)]
     pub no_scan_cache: bool,
+
+    /// Accept a rewritten branch (force-push, reset) whose new tip is SHA,
+    /// after checking its history by hand; ids seen before stay spent
+    #[arg(long, value_name = "SHA")]
+    pub accept_rewrite: Option<String>,
 }

@@ -22,18 +22,33 @@
 //! file whose name is not a valid id, and a result file that cannot be read
 //! as a result, are reported on stderr (no line: the action is not run).
 //!
+//! At most once, whatever is done to the repo ([`history`]): the branch
+//! must only move forward from the last tip dispatched from (a rewrite
+//! stops the scan until `--accept-rewrite <new tip>`); an id that had a
+//! claim or a result in the branch's first-parent history, or has a record
+//! in this cache's run ledger (`vault_core::ledger`), and whose result is
+//! gone now, gets `"spent": "<when and where>"` on its line (recorded
+//! `abandoned`, never run); so does a final result turned back into this
+//! dispatcher's `running` claim.
+//!
 //! Exit: 0 listed (error lines are data), 1 failure (also: the branch does
-//! not exist on the remote), 2 usage, 4 remote unreachable (nothing
-//! printed).
+//! not exist on the remote; the run ledger or the remembered history is
+//! unreadable), 2 usage, 4 remote unreachable (nothing printed), 6 the
+//! branch was rewritten (nothing printed).
 
 pub mod cli;
+pub mod history;
 pub mod scan;
+pub mod treecheck;
 
-use anyhow::Context;
 use clap::Parser;
+use git2::{Oid, Repository};
+use history::{Seen, SeenIds, State};
 use scan::Candidate;
 use std::process::ExitCode;
-use vault_core::{jsonl, report, Exit};
+use vault_core::ledger::Ledger;
+use vault_core::{jsonl, report, ActionId, Exit};
+use vault_git::GitError;
 
 const TOOL: &str = "vault-scan";
 
@@ -50,8 +65,23 @@ pub fn run() -> ExitCode {
 pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let me = cli.repo.dispatcher()?;
     let ops = cli.repo.open()?;
-    let commit = ops.fetch()?;
+    let ledger = Ledger::new(ops.cache_root());
+    ledger.check()?;
     let repo = ops.repo();
+    let state = State::new(|name| ops.state_path(name));
+    let mut seen = SeenIds::default();
+    // What this host pushed since the last scan (claims, results) moved the
+    // cache's tracking ref: learn it before a fetch can move past it.
+    if let Some(cached) = ops.cached_tip() {
+        advance(repo, &state, &mut seen, cached, Rewrite::Skip, cli.verbose)?;
+    }
+    let commit = ops.fetch_accepting(cli.accept_rewrite.as_deref())?;
+    let on_rewrite = if cli.accept_rewrite.is_some() {
+        Rewrite::Accept
+    } else {
+        Rewrite::Refuse
+    };
+    advance(repo, &state, &mut seen, commit, on_rewrite, cli.verbose)?;
     let Some(tree) = vault_git::actions_tree_id(repo, commit)? else {
         if cli.verbose {
             report(TOOL, format!("{commit} has no vault/actions folder"));
@@ -73,8 +103,7 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
             } else {
                 scan::ResultCache::load(&results_path)
             };
-            let c = scan::candidates(repo, tree, &mut results)
-                .context("cannot read the vault/actions tree")?;
+            let c = scan::candidates(repo, tree, &mut results)?;
             // A cache that cannot be written only costs time next run.
             if let Err(e) = results
                 .store(&results_path)
@@ -85,15 +114,31 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
             c
         }
     };
+    // What history says of the ids that could run, in one look-up.
+    let asked: Vec<&ActionId> = candidates
+        .iter()
+        .filter_map(|c| match c {
+            Candidate::Pending { id, .. } => Some(id),
+            Candidate::Running { id, dispatcher, .. } if *dispatcher == me => Some(id),
+            _ => None,
+        })
+        .collect();
+    let history = state.lookup(&asked, &seen)?;
     let mut writer = jsonl::Writer::new(out);
     for c in candidates {
-        let (id, kind, oid, resume) = match c {
-            Candidate::Pending { id, kind, oid } => (id, kind, oid, false),
+        let (id, kind, oid, resume, ambiguous) = match c {
+            Candidate::Pending {
+                id,
+                kind,
+                oid,
+                ambiguous,
+            } => (id, kind, oid, false, ambiguous),
             Candidate::Running {
                 id,
                 kind,
                 oid,
                 dispatcher,
+                ambiguous,
             } => {
                 if dispatcher != me {
                     if cli.verbose {
@@ -104,7 +149,7 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
                     }
                     continue;
                 }
-                (id, kind, oid, true)
+                (id, kind, oid, true, ambiguous)
             }
             Candidate::BadResult { id, reason } => {
                 report(
@@ -118,8 +163,160 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
                 continue;
             }
         };
-        let line = scan::scan_line(repo, commit, id, kind, &oid, resume);
+        let mut spent = spent_reason(&ledger, history.get(id.as_str()), &id, resume, commit)?;
+        let mut line = scan::scan_line(repo, commit, id, kind, &oid, resume);
+        if let Some(why) = ambiguous {
+            let why = format!("the vault/actions tree is ambiguous about this action: {why}");
+            if resume {
+                // Claimed already: it may have run; its outcome is unknown.
+                spent = spent.or(Some(why));
+            } else {
+                report(TOOL, format!("{}: rejected: {why}", line.id));
+                line.action = None;
+                line.error = Some(why);
+            }
+        }
+        if let Some(why) = &spent {
+            report(TOOL, format!("{}: {why}", line.id));
+        }
+        line.spent = spent;
         writer.write(&line)?;
     }
     Ok(())
+}
+
+/// What [`advance`] does with a tip that does not descend from the last
+/// one dispatched from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rewrite {
+    /// Refuse it: exit 6.
+    Refuse,
+    /// The operator accepted it (`--accept-rewrite`).
+    Accept,
+    /// Leave everything as it is (the fetch decides).
+    Skip,
+}
+
+/// Learn what the commits since the last tip dispatched from say, and
+/// remember `tip`. The fetch has refused a rewritten branch already unless
+/// the operator accepted it; the last tip is checked here again.
+fn advance(
+    repo: &Repository,
+    state: &State,
+    seen: &mut SeenIds,
+    tip: Oid,
+    on_rewrite: Rewrite,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let not_rewritten = || {
+        if on_rewrite == Rewrite::Accept {
+            report(
+                TOOL,
+                "--accept-rewrite: the branch was not rewritten; nothing to accept",
+            );
+        }
+    };
+    let last = state.last_tip()?;
+    let stop = match last {
+        None => None,
+        Some(last) if last == tip => {
+            not_rewritten();
+            return Ok(());
+        }
+        Some(last) => {
+            let forward = repo.graph_descendant_of(tip, last).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot tell whether {tip} descends from {last}, the last tip dispatched from: {}",
+                    e.message()
+                )
+            })?;
+            match (forward, on_rewrite) {
+                (true, _) => {
+                    not_rewritten();
+                    Some(last)
+                }
+                (false, Rewrite::Skip) => return Ok(()),
+                (false, Rewrite::Refuse) => {
+                    return Err(GitError::Rewritten {
+                        old: last,
+                        new: tip,
+                    }
+                    .into())
+                }
+                (false, Rewrite::Accept) => {
+                    report(
+                        TOOL,
+                        format!("accepted the rewrite of the branch from {last} to {tip}; ids seen before stay spent"),
+                    );
+                    for (id, became) in history::vanished_finals(repo, last, tip, seen)? {
+                        report(
+                            TOOL,
+                            format!("{id}: its final result {became} by the rewrite from {last} to {tip}; the action is never started again"),
+                        );
+                    }
+                    repo.merge_base(tip, last).ok()
+                }
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    let learned = history::learn(repo, tip, stop, seen)?;
+    if last.is_none() && verbose {
+        report(
+            TOOL,
+            format!(
+                "fresh cache: learned {} ids with a result from {} commits in {} ms",
+                seen.len(),
+                learned.commits,
+                started.elapsed().as_millis()
+            ),
+        );
+    }
+    for v in learned.vanished.iter().rev() {
+        report(
+            TOOL,
+            format!(
+                "{}: its final result {} in commit {}; the action is never started again",
+                v.id, v.became, v.commit
+            ),
+        );
+    }
+    state.store_seen(seen)?;
+    state.save_tip(tip)?;
+    Ok(())
+}
+
+/// Why `id` must not start: this cache's ledger has a start of it, or the
+/// branch's history had a result for it that is gone now.
+fn spent_reason(
+    ledger: &Ledger,
+    seen: Option<&(Seen, Oid)>,
+    id: &ActionId,
+    resume: bool,
+    tip: Oid,
+) -> anyhow::Result<Option<String>> {
+    const AGAIN: &str = "an action id runs at most once (land a new id to run it again)";
+    if resume {
+        // Our own claim: run-action reconciles it with its ledger. Only a
+        // claim that replaced a final result is refused here.
+        return Ok(match seen {
+            Some((Seen::Final, c)) => Some(format!(
+                "its final result (seen in commit {c}) was replaced by a running claim: {AGAIN}"
+            )),
+            _ => None,
+        });
+    }
+    if let Some(r) = ledger.lookup(id)? {
+        return Ok(Some(format!(
+            "this action was {}, and its result is gone from the repo (tip {tip}): {AGAIN}",
+            r.describe()
+        )));
+    }
+    Ok(seen.map(|(how, c)| {
+        let what = match how {
+            Seen::Claim => "a claim",
+            Seen::Final => "a final result",
+        };
+        format!("this action had {what} in commit {c}, which is gone at the tip {tip}: {AGAIN}")
+    }))
 }

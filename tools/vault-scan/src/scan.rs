@@ -22,7 +22,7 @@ use vault_core::{Action, ActionError, ActionId, ScanLine, Status};
 /// Result files larger than this are not parsed (a real one is < 1 MiB).
 const MAX_RESULT_BYTES: usize = 8 * 1024 * 1024;
 
-const TREE_CACHE_FORMAT: u32 = 1;
+const TREE_CACHE_FORMAT: u32 = 2;
 const RESULTS_MAGIC: &str = concat!("vault-scan results 1 ", env!("CARGO_PKG_VERSION"), "\n");
 
 /// How the action file is stored in the tree.
@@ -43,6 +43,10 @@ pub enum Candidate {
         id: ActionId,
         kind: EntryKind,
         oid: String,
+        /// The tree is ambiguous about this id (e.g. two entries of one
+        /// name, which `git fsck` refuses): why. It is not run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ambiguous: Option<String>,
     },
     /// A `running` claim by `dispatcher`: pending for that dispatcher only.
     Running {
@@ -50,6 +54,8 @@ pub enum Candidate {
         kind: EntryKind,
         oid: String,
         dispatcher: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ambiguous: Option<String>,
     },
     /// A result file that cannot be read as one: not pending, but said.
     BadResult { id: ActionId, reason: String },
@@ -83,7 +89,7 @@ struct ResultHead {
     dispatcher: Option<String>,
 }
 
-fn read_result(repo: &Repository, oid: Oid) -> ResultState {
+pub fn read_result(repo: &Repository, oid: Oid) -> ResultState {
     let odb = match repo.odb() {
         Ok(o) => o,
         Err(e) => return ResultState::Invalid(e.message().to_string()),
@@ -235,15 +241,44 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     res
 }
 
+/// A `vault/actions` tree that is not dispatched from at all.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("the vault/actions tree {tree} is malformed, {problem}: git fsck refuses it, and its entries cannot be looked up reliably; nothing is dispatched until a new commit repairs it")]
+    Malformed { tree: Oid, problem: String },
+    #[error("cannot read the vault/actions tree: {0}")]
+    Git(#[from] git2::Error),
+}
+
 /// Walk the `vault/actions` tree (only its direct entries; subdirectories,
 /// non-`.json` files and `.keep` are not read) and list the candidates,
 /// sorted by name. Only result blobs not in `results` are read.
+///
+/// The raw tree is checked first ([`crate::treecheck`]): a tree that is
+/// damaged, unsorted, or has an entry git refuses that names no action is
+/// refused whole; an action whose files are ambiguous (a duplicate name)
+/// is listed once, marked `ambiguous`.
 pub fn candidates(
     repo: &Repository,
-    tree: Oid,
+    tree_id: Oid,
     results: &mut ResultCache,
-) -> Result<Vec<Candidate>, git2::Error> {
-    let tree = repo.find_tree(tree)?;
+) -> Result<Vec<Candidate>, TreeError> {
+    let mut ambiguous: HashMap<ActionId, String> = HashMap::new();
+    for p in crate::treecheck::check_actions_tree(repo, tree_id)? {
+        match &p.id {
+            Some(id) if p.check != "treeNotSorted" => {
+                ambiguous.entry(id.clone()).or_insert_with(|| p.to_string());
+            }
+            _ => {
+                return Err(TreeError::Malformed {
+                    tree: tree_id,
+                    problem: p.to_string(),
+                })
+            }
+        }
+    }
+    let tree = repo.find_tree(tree_id)?;
+    let mut listed = std::collections::HashSet::new();
     let mut out = Vec::new();
     for entry in tree.iter() {
         let name = entry.name_bytes();
@@ -280,9 +315,20 @@ pub fn candidates(
             }
         };
         let oid = entry.id().to_string();
+        let unclear = ambiguous.remove(&id);
+        if unclear.is_some() {
+            listed.insert(id.clone());
+        } else if listed.contains(&id) {
+            continue; // the second entry of an ambiguous id: listed once
+        }
         let result = tree.get_name(&format!("{id}.result.json"));
         let Some(result) = result else {
-            out.push(Candidate::Pending { id, kind, oid });
+            out.push(Candidate::Pending {
+                id,
+                kind,
+                oid,
+                ambiguous: unclear,
+            });
             continue;
         };
         let state = if vault_git::is_regular_file(&result) {
@@ -297,6 +343,7 @@ pub fn candidates(
                 kind,
                 oid,
                 dispatcher,
+                ambiguous: unclear,
             }),
             ResultState::Invalid(reason) => out.push(Candidate::BadResult { id, reason }),
         }
@@ -324,6 +371,7 @@ pub fn scan_line(
         action: None,
         error: None,
         resume,
+        spent: None,
     };
     let parsed = match kind {
         EntryKind::Symlink => {
@@ -395,6 +443,7 @@ mod tests {
             id: ActionId::parse("a").unwrap(),
             kind: EntryKind::Blob,
             oid: t1.to_string(),
+            ambiguous: None,
         }];
         store_candidates(&path, t1, &cands).unwrap();
         assert_eq!(cached_candidates(&path, t1), Some(cands));

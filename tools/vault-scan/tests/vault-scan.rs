@@ -315,3 +315,266 @@ fn credentials_are_checked_and_the_token_never_printed() {
     );
     no_file.fails_with_code(1);
 }
+
+fn final_result(id: &str) -> String {
+    format!(r#"{{"schema":1,"id":"{id}","status":"succeeded"}}"#)
+}
+
+fn running_result(id: &str, who: &str) -> String {
+    format!(r#"{{"schema":1,"id":"{id}","status":"running","dispatcher":"{who}"}}"#)
+}
+
+#[test]
+fn a_deleted_result_is_spent_for_this_cache_and_a_fresh_one() {
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    repo.land_action("pay", &valid("pay"));
+    let cache = TempDir::new().unwrap();
+    assert_eq!(
+        ids(&lines(scan(&repo.url, cache.path(), "me").success())),
+        ["pay"]
+    );
+    // Claimed, then recorded (as result-write does), then deleted by a
+    // landed commit.
+    let path = "vault/actions/pay.result.json";
+    repo.commit(
+        &[(path, Some(running_result("pay", "me").as_bytes()))],
+        "claim",
+    );
+    repo.commit(&[(path, Some(final_result("pay").as_bytes()))], "result");
+    assert!(lines(scan(&repo.url, cache.path(), "me").success()).is_empty());
+    let tip = repo.commit(&[(path, None)], "delete the result");
+
+    let out = scan(&repo.url, cache.path(), "me");
+    out.success();
+    let got = lines(&out);
+    assert_eq!(ids(&got), ["pay"]);
+    let why = got[0].spent.as_deref().expect("spent");
+    assert!(why.contains("final result") && why.contains(&tip), "{why}");
+    assert!(
+        got[0].valid_action().is_err(),
+        "a spent line is not runnable"
+    );
+    assert!(
+        out.stderr.contains("pay: this action had a final result"),
+        "{}",
+        out.stderr
+    );
+
+    // A fresh cache (another host) learns it from the branch's history.
+    let fresh = TempDir::new().unwrap();
+    let got = lines(scan(&repo.url, fresh.path(), "other-host").success());
+    assert_eq!(ids(&got), ["pay"]);
+    assert!(got[0].spent.as_deref().unwrap().contains("final result"));
+
+    // A claim alone (the dispatcher died before recording), deleted: spent.
+    repo.land_action("claimed", &valid("claimed"));
+    let cpath = "vault/actions/claimed.result.json";
+    repo.commit(
+        &[(cpath, Some(running_result("claimed", "me").as_bytes()))],
+        "claim",
+    );
+    repo.commit(&[(cpath, None)], "drop the claim");
+    let fresh = TempDir::new().unwrap();
+    let got = lines(scan(&repo.url, fresh.path(), "me").success());
+    let claimed = got.iter().find(|l| l.id.as_str() == "claimed").unwrap();
+    assert!(
+        claimed.spent.as_deref().unwrap().contains("a claim"),
+        "{claimed:?}"
+    );
+}
+
+#[test]
+fn a_final_result_turned_back_into_our_claim_is_spent() {
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    repo.land_action("dep", &valid("dep"));
+    let path = "vault/actions/dep.result.json";
+    repo.commit(&[(path, Some(final_result("dep").as_bytes()))], "result");
+    let cache = TempDir::new().unwrap();
+    assert!(lines(scan(&repo.url, cache.path(), "me").success()).is_empty());
+    repo.commit(
+        &[(path, Some(running_result("dep", "me").as_bytes()))],
+        "back to running",
+    );
+    let out = scan(&repo.url, cache.path(), "me");
+    out.success();
+    assert!(
+        out.stderr
+            .contains("dep: its final result turned back into a running claim"),
+        "{}",
+        out.stderr
+    );
+    let got = lines(&out);
+    assert_eq!(ids(&got), ["dep"]);
+    assert!(got[0].resume);
+    assert!(got[0]
+        .spent
+        .as_deref()
+        .unwrap()
+        .contains("replaced by a running claim"));
+    // A fresh cache learns the same from history.
+    let fresh = TempDir::new().unwrap();
+    let got = lines(scan(&repo.url, fresh.path(), "me").success());
+    assert!(got[0].spent.is_some());
+    // A claim that never was final resumes as before.
+    repo.land_action("live", &valid("live"));
+    repo.commit(
+        &[(
+            "vault/actions/live.result.json",
+            Some(running_result("live", "me").as_bytes()),
+        )],
+        "claim",
+    );
+    let got = lines(scan(&repo.url, cache.path(), "me").success());
+    let live = got.iter().find(|l| l.id.as_str() == "live").unwrap();
+    assert!(live.resume && live.spent.is_none(), "{live:?}");
+}
+
+#[test]
+fn a_rewritten_branch_is_not_dispatched_from_until_accepted() {
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let base = repo.land_action("a", &valid("a"));
+    repo.commit(
+        &[(
+            "vault/actions/a.result.json",
+            Some(final_result("a").as_bytes()),
+        )],
+        "a done",
+    );
+    let cache = TempDir::new().unwrap();
+    let seen = repo.head();
+    assert!(lines(scan(&repo.url, cache.path(), "me").success()).is_empty());
+
+    // Force-push: back to before the result, plus a new action.
+    repo.force_push(&base);
+    let new_tip = repo.land_action("b", &valid("b"));
+    let out = scan(&repo.url, cache.path(), "me");
+    out.fails_with_code(6);
+    assert!(out.stdout.is_empty(), "nothing dispatched: {}", out.stdout);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&seen) && out.stderr.contains(&new_tip),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--accept-rewrite"), "{}", out.stderr);
+    // Still refused on the next run.
+    scan(&repo.url, cache.path(), "me").fails_with_code(6);
+
+    // Accepting another commit is refused.
+    let mut cmd = repo_tool("vault-scan", &repo.url, "me", cache.path());
+    let wrong = run(cmd.args(["--accept-rewrite", &base]), b"");
+    wrong.fails_with_code(1);
+    assert!(
+        wrong.stderr.contains("does not name the branch's tip"),
+        "{}",
+        wrong.stderr
+    );
+
+    // Accepted: `a`, whose result the rewrite dropped, is spent; `b` runs.
+    let mut cmd = repo_tool("vault-scan", &repo.url, "me", cache.path());
+    let ok = run(cmd.args(["--accept-rewrite", &new_tip[..12]]), b"");
+    ok.success();
+    assert!(ok.stderr.contains("accepted the rewrite"), "{}", ok.stderr);
+    assert!(
+        ok.stderr.contains("a: its final result was deleted"),
+        "{}",
+        ok.stderr
+    );
+    let got = lines(&ok);
+    assert_eq!(ids(&got), ["a", "b"]);
+    assert!(got[0].spent.is_some(), "{:?}", got[0]);
+    assert!(got[1].spent.is_none() && got[1].action.is_some());
+    // From now on the new history is the one dispatched from.
+    scan(&repo.url, cache.path(), "me").success();
+}
+
+#[test]
+fn an_ambiguous_or_malformed_tree_is_refused() {
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let blob = |content: &str| -> String {
+        let dir = TempDir::new().unwrap();
+        let f = dir.path().join("b");
+        std::fs::write(&f, content).unwrap();
+        git(&repo.bare, &["hash-object", "-w", f.to_str().unwrap()])
+    };
+    let entry = |mode: &str, name: &str, oid: &str| -> Vec<u8> {
+        let mut e = format!("{mode} {name}\0").into_bytes();
+        for i in 0..20 {
+            e.push(u8::from_str_radix(&oid[2 * i..2 * i + 2], 16).unwrap());
+        }
+        e
+    };
+    let first = blob(&valid("dup"));
+    let second = blob(&valid("dup").replace("true", "false"));
+    let other = blob(&valid("ok"));
+    let mut raw = entry("100644", "dup.json", &first);
+    raw.extend(entry("100644", "dup.json", &second));
+    raw.extend(entry("100644", "ok.json", &other));
+    repo.land_raw_actions_tree(&raw, "two dup.json entries");
+    let cache = TempDir::new().unwrap();
+    let out = scan(&repo.url, cache.path(), "me");
+    out.success();
+    let got = lines(&out);
+    assert_eq!(ids(&got), ["dup", "ok"], "the ambiguous id is listed once");
+    let err = got[0].error.as_deref().unwrap();
+    assert!(
+        err.contains("ambiguous") && err.contains("dup.json"),
+        "{err}"
+    );
+    assert!(got[0].action.is_none());
+    assert!(got[1].action.is_some());
+
+    // Unsorted: lookups by name cannot be trusted, so nothing is listed.
+    let mut raw = entry("100644", "ok.json", &other);
+    raw.extend(entry("100644", "dup.json", &first));
+    repo.land_raw_actions_tree(&raw, "unsorted");
+    let out = scan(&repo.url, cache.path(), "me");
+    out.fails_with_code(1);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("malformed") && out.stderr.contains("fsck"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn an_unreadable_ledger_or_memory_stops_the_scan() {
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    repo.land_action("x", &valid("x"));
+    let cache = TempDir::new().unwrap();
+    std::fs::write(cache.path().join("ledger"), "not a folder").unwrap();
+    let out = scan(&repo.url, cache.path(), "me");
+    out.fails_with_code(1);
+    assert!(out.stdout.is_empty());
+    assert!(out.stderr.contains("run ledger"), "{}", out.stderr);
+    std::fs::remove_file(cache.path().join("ledger")).unwrap();
+    scan(&repo.url, cache.path(), "me").success();
+    // The remembered history, corrupted.
+    let seen = std::fs::read_dir(cache.path().join("repos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seen"));
+    let seen = seen.unwrap_or_else(|| {
+        let tip = std::fs::read_dir(cache.path().join("repos"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "tip"))
+            .unwrap();
+        tip.with_extension("seen")
+    });
+    std::fs::write(&seen, "garbage\n").unwrap();
+    let out = scan(&repo.url, cache.path(), "me");
+    out.fails_with_code(1);
+    assert!(
+        out.stderr.contains("corrupt") && out.stderr.contains("move it aside"),
+        "{}",
+        out.stderr
+    );
+}
