@@ -1,8 +1,14 @@
 //! Where the container's output goes: masked, to stderr (capped), and the
 //! last [`MAX_LOGS_BYTES`] of it into the result's `logs`. Nothing else
 //! keeps it: not the daemon (logging driver `none`), not a file.
+//!
+//! The container's stdout and stderr arrive interleaved and go out as one
+//! stream in arrival order, masked by an [`InterleavedMasker`]: a value is
+//! hidden whether it is written whole to one stream, split across writes
+//! to one stream with the other's output in between, or split between the
+//! two. What goes to stderr and what goes into `logs` are the same bytes.
 
-use crate::mask::Masker;
+use crate::mask::{InterleavedMasker, Masker, Stream};
 use std::collections::VecDeque;
 use std::io::Write;
 use vault_core::result::MAX_LOGS_BYTES;
@@ -29,11 +35,10 @@ const STDERR_QUEUE: usize = 1024;
 const STDERR_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl StderrWriter {
-    fn start() -> Self {
+    fn start(mut err: Box<dyn Write + Send>) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(STDERR_QUEUE);
         let (done_tx, done) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut err = std::io::stderr();
             for chunk in rx {
                 // A closed stderr must not stop the run: the output is
                 // still kept for the result.
@@ -76,11 +81,11 @@ impl StderrWriter {
 }
 
 pub struct OutputSink {
-    /// One masker per stream: the runner's stdout and stderr are separate
-    /// pipes, so a value split across two writes to one of them may have the
-    /// other's output arrive between its halves.
-    masker: Masker,
-    err_masker: Masker,
+    /// The runner's stdout and stderr are separate pipes: a value split
+    /// across two writes to one of them may have the other's output arrive
+    /// between its halves, and a value may be split between them. This
+    /// masks each stream on its own and the two merged.
+    masker: InterleavedMasker,
     stderr: Option<StderrWriter>,
     stderr_written: u64,
     stderr_cap: u64,
@@ -94,15 +99,23 @@ impl OutputSink {
     /// A sink that streams to stderr.
     pub fn new(masker: Masker) -> Self {
         let mut s = Self::quiet(masker);
-        s.stderr = Some(StderrWriter::start());
+        s.stderr = Some(StderrWriter::start(Box::new(std::io::stderr())));
+        s
+    }
+
+    /// A sink that streams to `out` instead of stderr (tests read what a
+    /// person would have read on stderr).
+    #[cfg(test)]
+    fn to_writer(masker: Masker, out: impl Write + Send + 'static) -> Self {
+        let mut s = Self::quiet(masker);
+        s.stderr = Some(StderrWriter::start(Box::new(out)));
         s
     }
 
     /// A sink that keeps output only for `logs`.
     pub fn quiet(masker: Masker) -> Self {
         OutputSink {
-            err_masker: masker.clone(),
-            masker,
+            masker: InterleavedMasker::new(&masker),
             stderr: None,
             stderr_written: 0,
             stderr_cap: MAX_STDERR_BYTES,
@@ -128,7 +141,7 @@ impl OutputSink {
         if self.withheld.is_some() {
             return;
         }
-        let masked = self.masker.push(chunk);
+        let masked = self.masker.push(Stream::Stdout, chunk);
         self.emit(&masked);
     }
 
@@ -137,7 +150,7 @@ impl OutputSink {
         if self.withheld.is_some() {
             return;
         }
-        let masked = self.err_masker.push(chunk);
+        let masked = self.masker.push(Stream::Stderr, chunk);
         self.emit(&masked);
     }
 
@@ -147,8 +160,6 @@ impl OutputSink {
             return format!("[output withheld: {reason}]");
         }
         let masked = self.masker.finish();
-        self.emit(&masked);
-        let masked = self.err_masker.finish();
         self.emit(&masked);
         if let Some(w) = &mut self.stderr {
             w.close();
@@ -272,5 +283,161 @@ mod tests {
         let mut s = OutputSink::quiet(Masker::new(std::iter::empty())).with_stderr_cap(4);
         s.write(b"0123456789");
         assert_eq!(s.finish(), "0123456789");
+    }
+
+    /// Collects what the sink would have written to stderr.
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Capture {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    const CANARY: &[u8] = b"CANARY-7d3f0a9e51b2";
+
+    fn capturing() -> (OutputSink, Capture) {
+        let cap = Capture::default();
+        (
+            OutputSink::to_writer(Masker::new([CANARY]), cap.clone()),
+            cap,
+        )
+    }
+
+    #[test]
+    fn a_value_split_between_stdout_and_stderr_is_masked_in_logs_and_on_stderr() {
+        let (mut s, cap) = capturing();
+        s.write(b"x CANARY-7d3f");
+        s.write_stderr(b"0a9e51b2 y\n");
+        let logs = s.finish();
+        assert_eq!(logs, "x *** y\n");
+        assert_eq!(cap.text(), logs);
+    }
+
+    /// The canary one byte per chunk: alternating streams (a split the
+    /// merged view sees), and all on stdout with stderr output between its
+    /// bytes (a split stdout's own view sees).
+    #[test]
+    fn a_value_in_one_byte_chunks_across_streams_never_shows() {
+        let (mut s, cap) = capturing();
+        s.write(b"a ");
+        for (i, b) in CANARY.iter().enumerate() {
+            if i % 2 == 0 {
+                s.write(std::slice::from_ref(b));
+            } else {
+                s.write_stderr(std::slice::from_ref(b));
+            }
+        }
+        s.write_stderr(b" b\n");
+        let logs = s.finish();
+        assert_eq!(logs, "a *** b\n");
+        assert_eq!(cap.text(), logs);
+
+        let (mut s, cap) = capturing();
+        for b in CANARY {
+            s.write(std::slice::from_ref(b));
+            s.write_stderr(b".");
+        }
+        let logs = s.finish();
+        assert!(!logs.contains("CANARY"), "{logs}");
+        assert_eq!(logs, "***.".repeat(CANARY.len()));
+        assert_eq!(cap.text(), logs);
+    }
+
+    /// `base64` output of a secret file, in random chunks split between the
+    /// streams at random.
+    #[test]
+    fn wrapped_base64_split_between_streams_is_masked() {
+        let secret: Vec<u8> = (0..90u8).map(|i| b'0' + i % 75).collect();
+        let mut file = secret.clone();
+        file.push(b'\n');
+        let enc = base64_std(&file);
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        for width in [76, 64] {
+            for eol in ["\n", "\r\n"] {
+                let lines: Vec<&str> = (0..enc.len())
+                    .step_by(width)
+                    .map(|i| &enc[i..(i + width).min(enc.len())])
+                    .collect();
+                let input = format!("key:{eol}{}{eol}end{eol}", lines.join(eol));
+                let mut rest = input.as_bytes();
+                let cap = Capture::default();
+                let mut s = OutputSink::to_writer(Masker::new([&file[..]]), cap.clone());
+                while !rest.is_empty() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let n = 1 + (seed % 9) as usize % rest.len();
+                    if seed % 2 == 0 {
+                        s.write(&rest[..n]);
+                    } else {
+                        s.write_stderr(&rest[..n]);
+                    }
+                    rest = &rest[n..];
+                }
+                let logs = s.finish();
+                assert_eq!(logs, format!("key:{eol}***{eol}end{eol}"));
+                assert_eq!(cap.text(), logs);
+            }
+        }
+    }
+
+    /// Standard padded base64 (the test's own, to check the masker's).
+    fn base64_std(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in data.chunks(3) {
+            let n = c.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)) << (8 * (3 - c.len()));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(char::from(A[(n >> (18 - 6 * i) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn test_base64_is_base64() {
+        assert_eq!(base64_std(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_std(b"fooba"), "Zm9vYmE=");
+        assert_eq!(base64_std(b"foob"), "Zm9vYg==");
+    }
+
+    /// A stream stopped in the middle of a possible occurrence does not
+    /// keep the other's output from stderr for long (nor in memory).
+    #[test]
+    fn a_stalled_stream_does_not_hold_back_the_other() {
+        let (mut s, cap) = capturing();
+        s.write(b"token: CANARY-7d");
+        for _ in 0..100 {
+            s.write_stderr(&b"progress line\n".repeat(100));
+        }
+        assert!(s.total > 100_000, "{}", s.total);
+        s.write(b"3f0a9e51b2\n");
+        let logs = s.finish();
+        let shown = cap.text();
+        assert!(
+            shown.starts_with("token: ***progress line\n"),
+            "{}",
+            &shown[..40]
+        );
+        assert!(shown.ends_with("progress line\n***\n"));
+        assert!(!shown.contains("CANARY") && !shown.contains("9e51b2"));
+        assert!(logs.ends_with("progress line\n***\n"));
     }
 }
