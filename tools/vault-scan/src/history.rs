@@ -15,7 +15,7 @@
 //! again; nor is one whose final result turned back into `running`.
 
 use crate::scan::{read_result, ResultState};
-use git2::{Delta, DiffOptions, Oid, Repository};
+use git2::{Oid, Repository};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -270,7 +270,7 @@ impl State {
             return Ok(out);
         }
         let mut note = |id: &str, how: Seen, commit: Oid| {
-            if !out.get(id).is_some_and(|(k, _)| *k >= how) {
+            if out.get(id).is_none_or(|(k, _)| *k < how) {
                 out.insert(id.to_string(), (how, commit));
             }
         };
@@ -423,23 +423,96 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     res
 }
 
-/// The `vault/actions` tree of `commit`, if any.
-fn actions_tree(repo: &Repository, commit: Oid) -> Result<Option<git2::Tree<'_>>, git2::Error> {
-    match vault_git::actions_tree_id(repo, commit) {
-        Ok(Some(t)) => repo.find_tree(t).map(Some),
-        Ok(None) => Ok(None),
-        Err(e) => Err(git2::Error::from_str(&e.to_string())),
-    }
+/// The id of the `vault/actions` tree of `commit`, if any.
+fn actions_tree(repo: &Repository, commit: Oid) -> Result<Option<Oid>, git2::Error> {
+    vault_git::actions_tree_id(repo, commit).map_err(|e| git2::Error::from_str(&e.to_string()))
 }
 
-/// The action id of a result file name directly in `vault/actions`.
-fn result_id(path: &Path) -> Option<&str> {
-    let name = path.to_str()?;
-    if name.contains('/') {
-        return None;
+/// One result file that differs between two `vault/actions` trees.
+struct Change {
+    id: String,
+    old: Option<Oid>,
+    new: Option<Oid>,
+}
+
+/// The result files (`<id>.result.json`, direct entries) of a raw tree
+/// object: name stem → blob id. A tree that does not parse has none (the
+/// scan of the tip refuses such a tree on its own).
+fn result_entries(data: &[u8]) -> HashMap<&str, &[u8]> {
+    let mut out = HashMap::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some(sp) = rest.iter().position(|b| *b == b' ') else {
+            break;
+        };
+        let Some(nul) = rest[sp..].iter().position(|b| *b == 0).map(|n| sp + n) else {
+            break;
+        };
+        let Some(oid) = rest.get(nul + 1..nul + 21) else {
+            break;
+        };
+        let (mode, name) = (&rest[..sp], &rest[sp + 1..nul]);
+        rest = &rest[nul + 21..];
+        if mode == b"40000" || mode == b"160000" {
+            continue;
+        }
+        let stem = name
+            .strip_suffix(b".result.json")
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .filter(|s| ActionId::parse(s).is_ok());
+        if let Some(stem) = stem {
+            out.insert(stem, oid);
+        }
     }
-    let stem = name.strip_suffix(".result.json")?;
-    ActionId::parse(stem).ok().map(|_| stem)
+    out
+}
+
+/// The result files that differ between two `vault/actions` trees, read
+/// from the raw tree objects (a commit changes one or two entries of a
+/// folder that may hold 200,000: libgit2's tree diff costs ten times
+/// more).
+fn changed_results(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Option<Oid>,
+) -> Result<Vec<Change>, git2::Error> {
+    if old == new {
+        return Ok(Vec::new());
+    }
+    let odb = repo.odb()?;
+    let read = |t: Option<Oid>| -> Result<Option<git2::OdbObject<'_>>, git2::Error> {
+        t.map(|t| odb.read(t)).transpose()
+    };
+    let (o, n) = (read(old)?, read(new)?);
+    let mut before = o
+        .as_ref()
+        .map(|o| result_entries(o.data()))
+        .unwrap_or_default();
+    let after = n
+        .as_ref()
+        .map(|n| result_entries(n.data()))
+        .unwrap_or_default();
+    let oid = |b: &[u8]| Oid::from_bytes(b).ok();
+    let mut out = Vec::new();
+    for (id, new_oid) in &after {
+        let old_oid = before.remove(id);
+        if old_oid != Some(*new_oid) {
+            out.push(Change {
+                id: (*id).to_string(),
+                old: old_oid.and_then(oid),
+                new: oid(new_oid),
+            });
+        }
+    }
+    for (id, old_oid) in before {
+        out.push(Change {
+            id: id.to_string(),
+            old: oid(old_oid),
+            new: None,
+        });
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
 }
 
 fn seen_state(repo: &Repository, blob: Oid) -> Seen {
@@ -464,6 +537,25 @@ pub struct Learned {
     pub vanished: Vec<Vanished>,
 }
 
+/// For one change of a result file: note what it became in `seen`, and
+/// say how a final result vanished, if it did.
+fn note_change(repo: &Repository, c: &Change, at: Oid, seen: &mut SeenIds) -> Option<&'static str> {
+    let now = c.new.map(|b| seen_state(repo, b));
+    if let Some(s) = now {
+        seen.add(&c.id, s, at);
+    }
+    let was_final = c.old.is_some_and(|b| seen_state(repo, b) == Seen::Final);
+    if !was_final || now == Some(Seen::Final) {
+        return None;
+    }
+    seen.add(&c.id, Seen::Final, at);
+    Some(if now.is_none() {
+        "was deleted"
+    } else {
+        "turned back into a running claim"
+    })
+}
+
 /// Walk the first-parent history from `tip` down to (not including)
 /// `stop`, or to the root, and add every result file a commit added or
 /// changed in `vault/actions`; list the final results a commit deleted or
@@ -476,61 +568,31 @@ pub fn learn(
 ) -> Result<Learned, git2::Error> {
     let mut learned = Learned::default();
     let mut at = tip;
+    let mut new = actions_tree(repo, at)?;
     loop {
         if Some(at) == stop {
             break;
         }
         learned.commits += 1;
-        let commit = repo.find_commit(at)?;
-        let parent = commit.parent_ids().next();
-        let new = actions_tree(repo, at)?;
+        let parent = repo.find_commit(at)?.parent_ids().next();
         let old = match parent {
             Some(p) => actions_tree(repo, p)?,
             None => None,
         };
-        let unchanged = match (&old, &new) {
-            (Some(o), Some(n)) => o.id() == n.id(),
-            (_, None) => true,
-            _ => false,
-        };
-        if !unchanged {
-            let mut opts = DiffOptions::new();
-            opts.skip_binary_check(true);
-            let diff = repo.diff_tree_to_tree(old.as_ref(), new.as_ref(), Some(&mut opts))?;
-            for delta in diff.deltas() {
-                let (old_file, new_file) = (delta.old_file(), delta.new_file());
-                let Some(id) = new_file.path().or(old_file.path()).and_then(result_id) else {
-                    continue;
-                };
-                let new_state = match delta.status() {
-                    Delta::Added | Delta::Modified | Delta::Typechange => {
-                        let s = seen_state(repo, new_file.id());
-                        seen.add(id, s, at);
-                        Some(s)
-                    }
-                    Delta::Deleted => None,
-                    _ => continue,
-                };
-                let was_final = matches!(
-                    delta.status(),
-                    Delta::Deleted | Delta::Modified | Delta::Typechange
-                ) && seen_state(repo, old_file.id()) == Seen::Final;
-                if was_final && new_state != Some(Seen::Final) {
-                    seen.add(id, Seen::Final, at);
-                    learned.vanished.push(Vanished {
-                        id: id.to_string(),
-                        became: if new_state.is_none() {
-                            "was deleted"
-                        } else {
-                            "turned back into a running claim"
-                        },
-                        commit: at,
-                    });
-                }
+        for c in changed_results(repo, old, new)? {
+            if let Some(became) = note_change(repo, &c, at, seen) {
+                learned.vanished.push(Vanished {
+                    id: c.id,
+                    became,
+                    commit: at,
+                });
             }
         }
         match parent {
-            Some(p) => at = p,
+            Some(p) => {
+                at = p;
+                new = old;
+            }
             None => break,
         }
     }
@@ -546,32 +608,24 @@ pub fn vanished_finals(
     new: Oid,
     seen: &mut SeenIds,
 ) -> Result<Vec<(String, &'static str)>, git2::Error> {
-    let (Some(o), n) = (actions_tree(repo, old)?, actions_tree(repo, new)?) else {
-        return Ok(Vec::new());
-    };
-    let mut opts = DiffOptions::new();
-    opts.skip_binary_check(true);
-    let diff = repo.diff_tree_to_tree(Some(&o), n.as_ref(), Some(&mut opts))?;
+    let changes = changed_results(repo, actions_tree(repo, old)?, actions_tree(repo, new)?)?;
     let mut out = Vec::new();
-    for delta in diff.deltas() {
-        let Some(id) = delta.old_file().path().and_then(result_id) else {
-            continue;
-        };
-        if seen_state(repo, delta.old_file().id()) != Seen::Final {
-            continue;
+    for c in changes {
+        // Only what vanished is noted: what the new tip has is learned by
+        // the walk from it.
+        let was_final = c.old.is_some_and(|b| seen_state(repo, b) == Seen::Final);
+        let now_final = c.new.is_some_and(|b| seen_state(repo, b) == Seen::Final);
+        if was_final && !now_final {
+            seen.add(&c.id, Seen::Final, old);
+            out.push((
+                c.id,
+                if c.new.is_none() {
+                    "was deleted"
+                } else {
+                    "turned back into a running claim"
+                },
+            ));
         }
-        let became = match delta.status() {
-            Delta::Deleted => "was deleted",
-            Delta::Modified | Delta::Typechange => {
-                if seen_state(repo, delta.new_file().id()) == Seen::Final {
-                    continue;
-                }
-                "turned back into a running claim"
-            }
-            _ => continue,
-        };
-        seen.add(id, Seen::Final, old);
-        out.push((id.to_string(), became));
     }
     Ok(out)
 }
