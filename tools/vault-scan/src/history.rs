@@ -148,15 +148,8 @@ impl State {
 
     /// The last tip dispatched from; `None` for a fresh cache.
     pub fn last_tip(&self) -> Result<Option<Oid>, StateError> {
-        let text = match std::fs::read_to_string(&self.tip_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: self.tip_path.clone(),
-                    source,
-                })
-            }
+        let Some(text) = read_if_present(&self.tip_path)? else {
+            return Ok(None);
         };
         Oid::from_str(text.trim())
             .ok()
@@ -186,15 +179,8 @@ impl State {
 
     /// The log's lines, checked.
     fn read_log(&self) -> Result<Vec<(String, Seen, Oid)>, StateError> {
-        let text = match std::fs::read_to_string(&self.log_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: self.log_path.clone(),
-                    source,
-                })
-            }
+        let Some(text) = read_if_present(&self.log_path)? else {
+            return Ok(Vec::new());
         };
         let mut lines = text.split('\n');
         if lines.next() != Some(LOG_MAGIC) {
@@ -404,6 +390,18 @@ impl State {
     }
 }
 
+/// A state file's text; `None` when there is none yet.
+fn read_if_present(path: &Path) -> Result<Option<String>, StateError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn sync_parent(path: &Path) -> std::io::Result<()> {
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
@@ -435,12 +433,22 @@ struct Change {
     new: Option<Oid>,
 }
 
-/// The result files (`<id>.result.json`, direct entries) of a raw tree
-/// object: name stem → blob id. A tree that does not parse has none (the
-/// scan of the tip refuses such a tree on its own).
-fn result_entries(data: &[u8]) -> HashMap<&str, &[u8]> {
-    let mut out = HashMap::new();
-    let mut rest = data;
+/// The result files of one `vault/actions` tree: id → blob id.
+type Results = HashMap<String, Oid>;
+
+/// The result files (`<id>.result.json`, direct entries) of the raw tree
+/// object `tree` (a commit changes one or two entries of a folder that may
+/// hold 200,000: reading the raw object once is far cheaper than libgit2's
+/// tree diff). A tree that does not parse past some entry has the ones
+/// before it (the scan of the tip refuses such a tree on its own).
+fn read_results(repo: &Repository, tree: Option<Oid>) -> Result<Results, git2::Error> {
+    let mut out = Results::new();
+    let Some(tree) = tree else {
+        return Ok(out);
+    };
+    let odb = repo.odb()?;
+    let obj = odb.read(tree)?;
+    let mut rest = obj.data();
     while !rest.is_empty() {
         let Some(sp) = rest.iter().position(|b| *b == b' ') else {
             break;
@@ -448,7 +456,10 @@ fn result_entries(data: &[u8]) -> HashMap<&str, &[u8]> {
         let Some(nul) = rest[sp..].iter().position(|b| *b == 0).map(|n| sp + n) else {
             break;
         };
-        let Some(oid) = rest.get(nul + 1..nul + 21) else {
+        let Some(oid) = rest
+            .get(nul + 1..nul + 21)
+            .and_then(|o| Oid::from_bytes(o).ok())
+        else {
             break;
         };
         let (mode, name) = (&rest[..sp], &rest[sp + 1..nul]);
@@ -461,58 +472,35 @@ fn result_entries(data: &[u8]) -> HashMap<&str, &[u8]> {
             .and_then(|s| std::str::from_utf8(s).ok())
             .filter(|s| ActionId::parse(s).is_ok());
         if let Some(stem) = stem {
-            out.insert(stem, oid);
+            out.insert(stem.to_string(), oid);
         }
     }
-    out
+    Ok(out)
 }
 
-/// The result files that differ between two `vault/actions` trees, read
-/// from the raw tree objects (a commit changes one or two entries of a
-/// folder that may hold 200,000: libgit2's tree diff costs ten times
-/// more).
-fn changed_results(
-    repo: &Repository,
-    old: Option<Oid>,
-    new: Option<Oid>,
-) -> Result<Vec<Change>, git2::Error> {
-    if old == new {
-        return Ok(Vec::new());
-    }
-    let odb = repo.odb()?;
-    let read = |t: Option<Oid>| -> Result<Option<git2::OdbObject<'_>>, git2::Error> {
-        t.map(|t| odb.read(t)).transpose()
-    };
-    let (o, n) = (read(old)?, read(new)?);
-    let mut before = o
-        .as_ref()
-        .map(|o| result_entries(o.data()))
-        .unwrap_or_default();
-    let after = n
-        .as_ref()
-        .map(|n| result_entries(n.data()))
-        .unwrap_or_default();
-    let oid = |b: &[u8]| Oid::from_bytes(b).ok();
-    let mut out = Vec::new();
-    for (id, new_oid) in &after {
-        let old_oid = before.remove(id);
-        if old_oid != Some(*new_oid) {
-            out.push(Change {
-                id: (*id).to_string(),
-                old: old_oid.and_then(oid),
-                new: oid(new_oid),
-            });
-        }
-    }
-    for (id, old_oid) in before {
-        out.push(Change {
-            id: id.to_string(),
-            old: oid(old_oid),
-            new: None,
-        });
-    }
+/// The result files that differ between two trees' [`Results`].
+fn changed_results(before: &Results, after: &Results) -> Vec<Change> {
+    let mut out: Vec<Change> = after
+        .iter()
+        .filter(|(id, blob)| before.get(*id) != Some(blob))
+        .map(|(id, blob)| Change {
+            id: id.clone(),
+            old: before.get(id).copied(),
+            new: Some(*blob),
+        })
+        .collect();
+    out.extend(
+        before
+            .iter()
+            .filter(|(id, _)| !after.contains_key(*id))
+            .map(|(id, blob)| Change {
+                id: id.clone(),
+                old: Some(*blob),
+                new: None,
+            }),
+    );
     out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(out)
+    out
 }
 
 fn seen_state(repo: &Repository, blob: Oid) -> Seen {
@@ -539,12 +527,19 @@ pub struct Learned {
 
 /// For one change of a result file: note what it became in `seen`, and
 /// say how a final result vanished, if it did.
-fn note_change(repo: &Repository, c: &Change, at: Oid, seen: &mut SeenIds) -> Option<&'static str> {
-    let now = c.new.map(|b| seen_state(repo, b));
+fn note_change(
+    repo: &Repository,
+    states: &mut HashMap<Oid, Seen>,
+    c: &Change,
+    at: Oid,
+    seen: &mut SeenIds,
+) -> Option<&'static str> {
+    let mut state = |b: Oid| *states.entry(b).or_insert_with(|| seen_state(repo, b));
+    let now = c.new.map(&mut state);
     if let Some(s) = now {
         seen.add(&c.id, s, at);
     }
-    let was_final = c.old.is_some_and(|b| seen_state(repo, b) == Seen::Final);
+    let was_final = c.old.is_some_and(|b| state(b) == Seen::Final);
     if !was_final || now == Some(Seen::Final) {
         return None;
     }
@@ -567,31 +562,42 @@ pub fn learn(
     seen: &mut SeenIds,
 ) -> Result<Learned, git2::Error> {
     let mut learned = Learned::default();
+    let mut states = HashMap::new();
     let mut at = tip;
-    let mut new = actions_tree(repo, at)?;
+    let mut new_tree = actions_tree(repo, at)?;
+    let mut new_results = read_results(repo, new_tree)?;
     loop {
         if Some(at) == stop {
             break;
         }
         learned.commits += 1;
         let parent = repo.find_commit(at)?.parent_ids().next();
-        let old = match parent {
+        let old_tree = match parent {
             Some(p) => actions_tree(repo, p)?,
             None => None,
         };
-        for c in changed_results(repo, old, new)? {
-            if let Some(became) = note_change(repo, &c, at, seen) {
-                learned.vanished.push(Vanished {
-                    id: c.id,
-                    became,
-                    commit: at,
-                });
+        // Each tree is read once: the parent's results are the next
+        // step's child's.
+        let old_results = if old_tree == new_tree {
+            std::mem::take(&mut new_results)
+        } else {
+            let old_results = read_results(repo, old_tree)?;
+            for c in changed_results(&old_results, &new_results) {
+                if let Some(became) = note_change(repo, &mut states, &c, at, seen) {
+                    learned.vanished.push(Vanished {
+                        id: c.id,
+                        became,
+                        commit: at,
+                    });
+                }
             }
-        }
+            old_results
+        };
         match parent {
             Some(p) => {
                 at = p;
-                new = old;
+                new_tree = old_tree;
+                new_results = old_results;
             }
             None => break,
         }
@@ -608,7 +614,10 @@ pub fn vanished_finals(
     new: Oid,
     seen: &mut SeenIds,
 ) -> Result<Vec<(String, &'static str)>, git2::Error> {
-    let changes = changed_results(repo, actions_tree(repo, old)?, actions_tree(repo, new)?)?;
+    let changes = changed_results(
+        &read_results(repo, actions_tree(repo, old)?)?,
+        &read_results(repo, actions_tree(repo, new)?)?,
+    );
     let mut out = Vec::new();
     for c in changes {
         // Only what vanished is noted: what the new tip has is learned by
