@@ -43,22 +43,34 @@ pub struct StartRecord {
     /// Filled in from the later lines, once the container was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// Filled in from a later line when the container was removed without
+    /// being started (e.g. the engine did not apply an option): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_started: Option<String>,
     pub dispatcher: String,
     pub started_at: String,
 }
 
 impl StartRecord {
-    /// "started at <time> by dispatcher <d> in container <c> (<id>)".
+    /// "started at <time> by dispatcher <d> in container <c> (<id>) from
+    /// commit <sha>", or "created at ... but never started (<why>)".
     pub fn describe(&self) -> String {
         let cid = self
             .container_id
             .as_deref()
             .map(|c| format!(" ({})", &c[..c.len().min(12)]))
             .unwrap_or_default();
-        format!(
-            "started at {} by dispatcher {:?} in container {}{} from commit {}",
-            self.started_at, self.dispatcher, self.container, cid, self.commit
-        )
+        let place = format!(
+            "by dispatcher {:?} in container {}{} from commit {}",
+            self.dispatcher, self.container, cid, self.commit
+        );
+        match &self.not_started {
+            Some(why) => format!(
+                "created at {} {place} but never started ({why})",
+                self.started_at
+            ),
+            None => format!("started at {} {place}", self.started_at),
+        }
     }
 }
 
@@ -178,9 +190,19 @@ impl Ledger {
 
     /// Add the container id to `id`'s record (after the create call).
     pub fn add_container_id(&self, id: &ActionId, container_id: &str) -> Result<(), LedgerError> {
+        self.add_detail(id, serde_json::json!({ "container_id": container_id }))
+    }
+
+    /// Note in `id`'s record that its container was removed unstarted, and
+    /// why. The id stays spent: an id is started at most once, and a
+    /// second try of the same approval is a new id.
+    pub fn add_not_started(&self, id: &ActionId, why: &str) -> Result<(), LedgerError> {
+        self.add_detail(id, serde_json::json!({ "not_started": why }))
+    }
+
+    fn add_detail(&self, id: &ActionId, detail: serde_json::Value) -> Result<(), LedgerError> {
         let path = self.path(id);
-        let mut line = serde_json::to_vec(&serde_json::json!({ "container_id": container_id }))
-            .unwrap_or_default();
+        let mut line = serde_json::to_vec(&detail).unwrap_or_default();
         line.push(b'\n');
         let res = (|| {
             let mut f = OpenOptions::new().append(true).open(&path)?;
@@ -207,6 +229,9 @@ fn parse_record(bytes: &[u8], id: &ActionId) -> Result<StartRecord, String> {
             if let Some(c) = v.get("container_id").and_then(|c| c.as_str()) {
                 rec.container_id = Some(c.to_string());
             }
+            if let Some(w) = v.get("not_started").and_then(|c| c.as_str()) {
+                rec.not_started = Some(w.to_string());
+            }
         }
     }
     Ok(rec)
@@ -223,6 +248,7 @@ mod tests {
             commit: "c".repeat(40),
             container: format!("vault-{id}"),
             container_id: None,
+            not_started: None,
             dispatcher: "host-1".into(),
             started_at: "2026-11-23T10:00:00Z".into(),
         }
@@ -244,6 +270,16 @@ mod tests {
         assert_eq!(back.container_id.as_deref(), Some("0123456789abcdef0123"));
         assert!(back.describe().contains("2026-11-23T10:00:00Z"));
         assert!(back.describe().contains("host-1"));
+        l.add_not_started(&id, "the engine did not apply the memory limit")
+            .unwrap();
+        let back = l.lookup(&id).unwrap().unwrap();
+        assert!(
+            back.describe()
+                .contains("but never started (the engine did not apply"),
+            "{}",
+            back.describe()
+        );
+        assert_eq!(back.container_id.as_deref(), Some("0123456789abcdef0123"));
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(l.dir()).unwrap().collect();
         assert_eq!(names.len(), 1);

@@ -104,6 +104,75 @@ pub struct RunArgs {
     /// Directory holding one file per secret (set by secret-mount).
     #[arg(long, env = "VAULT_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+
+    /// Resource limits the engine may leave unenforced, comma-separated
+    /// from `memory`, `cpus`, `pids` (rootless Podman on a cgroup v1 host
+    /// enforces none of them). After create, run-action reads back every
+    /// option it asked for; one the engine did not apply means the
+    /// container is removed unstarted and the result is `error`, unless it
+    /// is a limit named here: then it runs, with a warning on stderr.
+    #[arg(long, env = "VAULT_ALLOW_UNENFORCED_LIMITS", value_name = "LIMITS",
+          default_value = "", value_parser = parse_unenforced)]
+    pub allow_unenforced_limits: Unenforced,
+}
+
+/// A resource limit run-action asks the engine for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Limit {
+    /// `HostConfig.Memory` and `HostConfig.MemorySwap`.
+    Memory,
+    /// `HostConfig.NanoCpus`.
+    Cpus,
+    /// `HostConfig.PidsLimit`.
+    Pids,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 3] = [Limit::Memory, Limit::Cpus, Limit::Pids];
+
+    /// The name `--allow-unenforced-limits` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Memory => "memory",
+            Limit::Cpus => "cpus",
+            Limit::Pids => "pids",
+        }
+    }
+}
+
+/// The limits `--allow-unenforced-limits` names (none by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unenforced {
+    pub memory: bool,
+    pub cpus: bool,
+    pub pids: bool,
+}
+
+impl Unenforced {
+    pub fn allows(&self, limit: Limit) -> bool {
+        match limit {
+            Limit::Memory => self.memory,
+            Limit::Cpus => self.cpus,
+            Limit::Pids => self.pids,
+        }
+    }
+}
+
+fn parse_unenforced(s: &str) -> Result<Unenforced, String> {
+    let mut u = Unenforced::default();
+    for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match word {
+            "memory" => u.memory = true,
+            "cpus" => u.cpus = true,
+            "pids" => u.pids = true,
+            _ => {
+                return Err(format!(
+                    "{word:?} is not a limit: name memory, cpus or pids (comma-separated)"
+                ))
+            }
+        }
+    }
+    Ok(u)
 }
 
 /// The runner's numeric identity.
@@ -161,6 +230,18 @@ mod tests {
         assert!(parse(&["--allow-bridge=1"]).unwrap());
         assert!(!parse(&["--allow-bridge=no"]).unwrap());
         assert!(parse(&["--allow-bridge=maybe"]).is_err());
+    }
+
+    #[test]
+    fn unenforced_limits() {
+        assert_eq!(parse_unenforced(""), Ok(Unenforced::default()));
+        let all = parse_unenforced("memory, cpus,pids").unwrap();
+        assert!(Limit::ALL.iter().all(|l| all.allows(*l)));
+        let mem = parse_unenforced("memory").unwrap();
+        assert!(mem.allows(Limit::Memory) && !mem.allows(Limit::Cpus) && !mem.allows(Limit::Pids));
+        for bad in ["all", "memory,disk", "Memory", "*"] {
+            assert!(parse_unenforced(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -946,3 +946,106 @@ fn reattach_without_secret_values_withholds_output() {
     assert!(!out.stderr.contains("withheld-secret-value"));
     assert!(!out.stdout.contains("withheld-secret-value"));
 }
+
+/// Container starts of `id` dockerd reports since `since` (unix seconds):
+/// the engine's own count, not what run-action says.
+fn starts(id: &str, since: u64) -> usize {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = docker(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &(now + 1).to_string(),
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=start",
+        "--filter",
+        &format!("label=vault.action={id}"),
+        "--format",
+        "{{.ID}}",
+    ]);
+    out.success();
+    out.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+#[test]
+fn a_mount_the_engine_adds_is_refused_and_the_container_never_starts() {
+    // An image with a VOLUME: dockerd adds a writable volume to the
+    // read-only container that run-action never asked for.
+    let image = "vault-runner:volume-test";
+    let base = Testbed::get().image;
+    let tmp = unique("vol-base");
+    docker(&["create", "--name", &tmp, &base, "true"]).success();
+    docker(&["commit", "-c", "VOLUME [\"/data\"]", &tmp, image]).success();
+    docker(&["rm", "-f", &tmp]).success();
+    let c = Case {
+        id: unique("vol"),
+        cache: TempDir::new().unwrap(),
+        image: image.to_string(),
+    };
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (out, r) = c.command("echo must-not-run > /data/x", &[]);
+    assert_eq!(r["status"], "error", "{r}");
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains("the engine added one on /data") && err.contains("refusing to run weaker"),
+        "{err}"
+    );
+    assert!(err.contains("removed without being started"), "{err}");
+    assert!(!out.stderr.contains("must-not-run"), "{}", out.stderr);
+    assert!(!c.exists(), "the created container was removed");
+    assert_eq!(starts(&c.id, since), 0, "never started");
+    assert!(
+        !c.cache.path().join("run").join(&c.id).exists(),
+        "the action file was cleaned up"
+    );
+    // The id is spent all the same: it may not be started later.
+    assert!(ledger(&c).exists());
+    let _ = docker(&["rmi", image]);
+}
+
+#[test]
+fn allowing_unenforced_limits_changes_nothing_where_they_are_enforced() {
+    let c = Case::new("unenf");
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (out, r) = c.command(
+        "echo fine",
+        &["--allow-unenforced-limits", "memory,cpus,pids"],
+    );
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert!(
+        !out.stderr.contains("did not apply"),
+        "dockerd applies every limit: no warning: {}",
+        out.stderr
+    );
+    let hc = &c.inspect()["HostConfig"];
+    assert_eq!(hc["Memory"], 1024 * 1024 * 1024, "still asked for");
+    assert_eq!(hc["PidsLimit"], 256);
+    assert_eq!(hc["UsernsMode"], "", "keep-id is for Podman only");
+    assert_eq!(starts(&c.id, since), 1);
+
+    // Only the three limits can be named.
+    let c = Case::new("unenf-bad");
+    let out = c.run_raw(
+        &c.line(json!({"command": ["true"]}), false),
+        &["--allow-unenforced-limits", "memory,seccomp"],
+    );
+    out.fails_with_code(2);
+    assert!(
+        out.stderr.contains("\"seccomp\" is not a limit"),
+        "{}",
+        out.stderr
+    );
+    assert!(!c.exists());
+}
