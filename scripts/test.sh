@@ -17,6 +17,13 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 shellcheck scripts/*.sh dispatcher.sh bench/*.sh deploy/runner/*.sh .ci/run
 cargo build --workspace --locked
+# The deployment tests: the compose test's edge image copies the release
+# binaries and is built on a debootstrapped debian:bookworm-slim (cached in
+# /var/cache/vault-ci); the rootless test runs the pipeline as an
+# unprivileged user against rootless Podman.
+cargo build --release --locked
+scripts/base-image.sh
+scripts/rootless.sh up >/dev/null
 VAULT_BIN_DIR=$PWD/target/debug cargo test --workspace --locked -- --test-threads="${VAULT_TEST_THREADS:-4}"
 # A test must not dirty the tree.
 git diff --exit-code --stat

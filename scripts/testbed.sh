@@ -35,6 +35,11 @@ install_packages() {
     command -v python3 >/dev/null || missing+=(python3)
     # The ssh tests run their own sshd on 127.0.0.1.
     [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    # The compose deployment test: docker-compose 1.29 and the base image
+    # made with debootstrap (scripts/base-image.sh), cached with zstd.
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v zstd >/dev/null || missing+=(zstd)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
         apt-get update -qq
