@@ -3,35 +3,108 @@
 #
 #   dispatcher.sh --once   one scan-and-dispatch cycle (cron, tests)
 #   dispatcher.sh          a cycle every $VAULT_INTERVAL seconds (default 30)
+#   dispatcher.sh --help   this text, the tools it would run and its cache
 #
-# Configuration is the tools' environment (VAULT_REPO, VAULT_IDENTITY, ...);
-# VAULT_BIN_DIR names the folder of the tools when they are not on PATH.
+# Configuration is the tools' environment (VAULT_REPO, VAULT_IDENTITY, ...;
+# deploy/env.example lists every variable). The tools are taken from
+# VAULT_BIN_DIR when set, else from PATH; a missing one stops the run before
+# anything is claimed (exit 1). VAULT_CACHE defaults to
+# $XDG_CACHE_HOME/vault-dispatch, else $HOME/.cache/vault-dispatch, else
+# /var/cache/vault-dispatch (the tools' own default, exported to them).
 # Exit (--once): 0 every pending action got a recorded result, 4 retry later
 # (remote unreachable, result spooled, another copy holds the lock), 6 the
 # watched branch was rewritten (nothing dispatched until an operator runs
-# vault-scan --accept-rewrite <new tip>), else a tool's own code (1 failure,
-# 2 usage, 3 result-write kept a different final result).
+# vault-scan --accept-rewrite <new tip>), 1 a tool is missing, else a tool's
+# own code (1 failure, 2 usage, 3 result-write kept a different final result).
 set -eu
 
 me=dispatcher.sh
 say() { printf '%s: %s\n' "$me" "$*" >&2; }
+
+tools="vault-scan secret-mount run-action result-write"
+
+# find_tool NAME: the full path of the tool that would run (VAULT_BIN_DIR,
+# else PATH), or nothing.
+find_tool() {
+    if [ -n "${VAULT_BIN_DIR:-}" ]; then
+        [ -f "$VAULT_BIN_DIR/$1" ] && [ -x "$VAULT_BIN_DIR/$1" ] || return 0
+        printf '%s\n' "$VAULT_BIN_DIR/$1"
+    else
+        case $(command -v "$1" 2>/dev/null || :) in
+        /*) command -v "$1" ;;
+        esac
+    fi
+}
+
+# Where the tools come from, as said by --help and the missing-tool line.
+tool_source() {
+    if [ -n "${VAULT_BIN_DIR:-}" ]; then
+        printf 'VAULT_BIN_DIR=%s' "$VAULT_BIN_DIR"
+    else
+        printf 'PATH=%s' "${PATH:-}"
+    fi
+}
+
+# The cache: VAULT_CACHE, else the same default as the tools'
+# (vault_core::default_cache_dir): empty variables count as unset.
+if [ -n "${VAULT_CACHE:-}" ]; then
+    cache=$VAULT_CACHE
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then
+    cache=$XDG_CACHE_HOME/vault-dispatch
+elif [ -n "${HOME:-}" ]; then
+    cache=$HOME/.cache/vault-dispatch
+else
+    cache=/var/cache/vault-dispatch
+fi
 
 once=0
 case "${1:-}" in
 --once) once=1 ;;
 '') ;;
 -h | --help)
-    sed -n '2,13s/^# \{0,1\}//p' "$0"
+    sed -n '2,19s/^# \{0,1\}//p' "$0"
+    printf '\nTools, from %s:\n' "$(tool_source)"
+    for t in $tools; do
+        p=$(find_tool "$t")
+        printf '  %-13s %s\n' "$t" "${p:-missing}"
+    done
+    p=$(command -v flock 2>/dev/null || :)
+    printf '  %-13s %s\n' flock "${p:-missing (util-linux)}"
+    if [ -n "${VAULT_CACHE:-}" ]; then
+        printf 'Cache: %s (VAULT_CACHE)\n' "$cache"
+    else
+        printf 'Cache: %s (default; VAULT_CACHE unset)\n' "$cache"
+    fi
     exit 0
     ;;
 *)
-    say "unknown argument: $1 (usage: dispatcher.sh [--once])"
+    say "unknown argument: $1 (usage: dispatcher.sh [--once | --help])"
     exit 2
     ;;
 esac
 
-bin=${VAULT_BIN_DIR:+$VAULT_BIN_DIR/}
-cache=${VAULT_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/vault-dispatch}
+# Every tool resolved once, before anything is touched: a missing one is one
+# line and exit 1, with nothing swept, flushed, scanned or claimed.
+missing=
+for t in $tools; do
+    p=$(find_tool "$t")
+    if [ -z "$p" ]; then
+        missing=${missing:+$missing, }$t
+        continue
+    fi
+    case $t in
+    vault-scan) vault_scan=$p ;;
+    secret-mount) secret_mount=$p ;;
+    run-action) run_action=$p ;;
+    result-write) result_write=$p ;;
+    esac
+done
+command -v flock >/dev/null 2>&1 || missing=${missing:+$missing, }flock
+if [ -n "$missing" ]; then
+    say "cannot run: not found: $missing (looked in $(tool_source); put the tools in a folder of PATH, e.g. /usr/local/bin, or set VAULT_BIN_DIR; flock is in util-linux)"
+    exit 1
+fi
+
 export VAULT_CACHE="$cache"
 work=$cache/dispatch
 mkdir -p "$work"
@@ -49,7 +122,7 @@ fi
 # reports as recorded (its stdout: one {"id":...} line per result).
 rm_recorded() {
     sed -n 's/^{"id":"\([A-Za-z0-9._-]*\)".*/\1/p' "$1" | while IFS= read -r id; do
-        "${bin}run-action" rm "$id" || say "could not remove the container of $id"
+        "$run_action" rm "$id" || say "could not remove the container of $id"
     done
 }
 
@@ -59,7 +132,7 @@ dispatch() {
     line=$1
     tag=$work/$$.$2
     rc=0
-    printf '%s\n' "$line" | "${bin}result-write" --claim >/dev/null || rc=$?
+    printf '%s\n' "$line" | "$result_write" --claim >/dev/null || rc=$?
     case $rc in
     0) ;;
     3) return 0 ;; # another dispatcher claimed it first: theirs to run
@@ -67,13 +140,13 @@ dispatch() {
     esac
     # secret-mount and run-action print a result line whatever the outcome
     # (exit 0 succeeded, 5 any other status); no line means nothing to record.
-    printf '%s\n' "$line" | "${bin}secret-mount" -- "${bin}run-action" >"$tag.result" || :
+    printf '%s\n' "$line" | "$secret_mount" -- "$run_action" >"$tag.result" || :
     if [ ! -s "$tag.result" ]; then
         rm -f "$tag.result"
         return 1
     fi
     rc=0
-    "${bin}result-write" <"$tag.result" >"$tag.recorded" || rc=$?
+    "$result_write" <"$tag.result" >"$tag.recorded" || rc=$?
     # Only a durably recorded result frees its container.
     rm_recorded "$tag.recorded"
     rm -f "$tag.result" "$tag.recorded"
@@ -82,12 +155,12 @@ dispatch() {
 
 cycle() {
     status=0
-    "${bin}secret-mount" sweep || true
+    "$secret_mount" sweep || true
     # Results spooled while the remote was down go first; their containers
     # can go once they land.
-    "${bin}result-write" --flush >"$work/flushed" || status=$?
+    "$result_write" --flush >"$work/flushed" || status=$?
     rm_recorded "$work/flushed"
-    "${bin}vault-scan" >"$work/scan" || return $?
+    "$vault_scan" >"$work/scan" || return $?
     n=0
     parallel=${VAULT_PARALLEL:-1}
     while IFS= read -r line; do

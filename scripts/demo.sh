@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
-# The demo: on a fresh machine (as root), install what is needed, build the
-# tools, make a demo ops repo with one approved action and one secret, run
-# one dispatch, and show the result file the dispatcher recorded.
+# The demo: on a fresh Debian machine, as root (no sudo needed, none is
+# called), install what is needed, build the tools, make a demo ops repo with
+# one approved action and one secret, run one dispatch, and show the result
+# file the dispatcher recorded. Needs a Rust toolchain (rustup; README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 demo=${VAULT_DEMO_DIR:-/tmp/vault-demo}
+target=${CARGO_TARGET_DIR:-$root/target}
 
 say() { printf '\n== %s\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "demo.sh: run it as root (it installs packages and starts dockerd): as root, scripts/demo.sh" >&2
+    exit 1
+fi
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "demo.sh: cargo not found: install Rust first (README.md, \"Run it\"): curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y" >&2
+    exit 1
+fi
 
 say "testbed: packages, dockerd, runner image"
 env_file=$(scripts/testbed.sh up)
@@ -15,9 +30,10 @@ env_file=$(scripts/testbed.sh up)
 . "$env_file"
 
 say "building the tools (release)"
-if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
+# libgit2 is compiled from source: a C compiler and the C library headers.
+if ! command -v cc >/dev/null || [ ! -e /usr/include/stdio.h ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential >/dev/null
 fi
 cargo build --release --locked --quiet
 
@@ -49,7 +65,7 @@ git push -q "$demo/ops.git" main
 cd "$root"
 
 say "one dispatch: dispatcher.sh --once"
-VAULT_BIN_DIR=$root/target/release \
+VAULT_BIN_DIR=$target/release \
     VAULT_REPO=$demo/ops.git \
     VAULT_CACHE=$demo/cache \
     VAULT_IDENTITY=$demo/identity.txt \

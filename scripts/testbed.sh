@@ -40,6 +40,8 @@ install_packages() {
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v zstd >/dev/null || missing+=(zstd)
+    # The systemd deployment test boots Debian's systemd in namespaces.
+    command -v systemd-analyze >/dev/null || missing+=(systemd)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
         apt-get update -qq

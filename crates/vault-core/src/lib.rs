@@ -47,8 +47,14 @@ pub fn dispatcher_id(flag: Option<&str>) -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// The cache directory when `VAULT_CACHE` is not set:
-/// `$XDG_CACHE_HOME/vault-dispatch`, else `$HOME/.cache/vault-dispatch`.
+/// The cache directory when `VAULT_CACHE` is not set (or empty):
+/// `$XDG_CACHE_HOME/vault-dispatch`, else `$HOME/.cache/vault-dispatch`,
+/// else `/var/cache/vault-dispatch`; an empty variable counts as unset.
+///
+/// dispatcher.sh computes the very same default (and exports it as
+/// `VAULT_CACHE` to the tools), so a dispatcher and a tool run by hand with
+/// one environment share one cache; `dispatcher.sh --help` prints it. Change
+/// both together (crates/vault-e2e/tests/deploy_host.rs checks they agree).
 pub fn default_cache_dir() -> std::path::PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
