@@ -3,8 +3,9 @@
 //! Everything two tools must agree on lives here and nowhere else: the
 //! action file ([`action::Action`]), the scan line ([`scan::ScanLine`]),
 //! the result ([`result::ActionResult`]), id and secret-name validation
-//! ([`names`]), JSON Lines I/O ([`jsonl`]), the exit-code table
-//! ([`exit::Exit`]) and the one-line error report ([`report`]).
+//! ([`names`]), the settings several tools read ([`settings`]), JSON Lines
+//! I/O ([`jsonl`]), the exit-code table ([`exit::Exit`]) and the one-line
+//! error report ([`report`]).
 //!
 //! Wire formats carry a `schema` integer and are only ever extended: readers
 //! of the *stream* ignore unknown fields, while the *action file* rejects
@@ -17,6 +18,7 @@ pub mod ledger;
 pub mod names;
 pub mod result;
 pub mod scan;
+pub mod settings;
 pub mod time;
 
 pub use action::{Action, ActionError, Network, Resources};
@@ -24,6 +26,7 @@ pub use exit::Exit;
 pub use names::{ActionId, NameError, SecretName};
 pub use result::{ActionResult, ContainerInfo, Status};
 pub use scan::ScanLine;
+pub use settings::{DispatcherId, RunnerUser, SettingError};
 
 /// Print `tool: message` on stderr, the message being the full error chain
 /// on one line. Newlines inside a message are folded so that one error is
@@ -31,20 +34,6 @@ pub use scan::ScanLine;
 pub fn report(tool: &str, message: impl std::fmt::Display) {
     let text = message.to_string().replace(['\n', '\r'], " ");
     eprintln!("{tool}: {text}");
-}
-
-/// This dispatcher's name: `flag` (`--dispatcher-id`, `VAULT_DISPATCHER_ID`)
-/// unless it is unset or empty, else the kernel's hostname.
-pub fn dispatcher_id(flag: Option<&str>) -> String {
-    if let Some(id) = flag.filter(|f| !f.is_empty()) {
-        return id.to_string();
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// The cache directory when `VAULT_CACHE` is not set (or empty):

@@ -873,8 +873,9 @@ pub struct RepoArgs {
     #[arg(long, env = "VAULT_CACHE", value_name = "DIR")]
     pub cache: Option<PathBuf>,
     /// This dispatcher's name, in claims and commits [default: hostname]
-    #[arg(long, env = "VAULT_DISPATCHER_ID", value_name = "ID")]
-    pub dispatcher_id: Option<String>,
+    #[arg(long, env = "VAULT_DISPATCHER_ID", value_name = "ID",
+          value_parser = vault_core::DispatcherId::from_flag)]
+    pub dispatcher_id: Option<vault_core::DispatcherId>,
     /// ssh private key for ssh URLs [default: ask the ssh-agent]
     #[arg(long, env = "VAULT_SSH_KEY", value_name = "FILE")]
     pub ssh_key: Option<PathBuf>,
@@ -884,20 +885,11 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
-    /// The dispatcher id, checked: 1-128 characters, no control characters,
-    /// no `<` or `>` (it becomes a commit author).
+    /// The dispatcher id (checked by clap), else the host's name.
     pub fn dispatcher(&self) -> Result<String, GitError> {
-        let id = vault_core::dispatcher_id(self.dispatcher_id.as_deref());
-        let ok = id.chars().count() <= 128
-            && !id.trim().is_empty()
-            && !id.chars().any(|c| c.is_control() || c == '<' || c == '>');
-        if !ok {
-            return Err(GitError::Config(format!(
-                "invalid dispatcher id {:?}: want 1-128 printable characters without < or >",
-                id.chars().take(80).collect::<String>()
-            )));
-        }
-        Ok(id)
+        vault_core::DispatcherId::or_host(self.dispatcher_id.clone())
+            .map(String::from)
+            .map_err(|e| GitError::Config(e.to_string()))
     }
 
     /// Open the cache clone of the repo these flags name (locked).

@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use vault_core::{DispatcherId, RunnerUser};
 
 /// Run one approved action in a locked-down container.
 ///
@@ -42,8 +43,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// This dispatcher's name, in labels and results [default: hostname].
-    #[arg(long, env = "VAULT_DISPATCHER_ID")]
-    pub dispatcher_id: Option<String>,
+    #[arg(long, env = "VAULT_DISPATCHER_ID", value_parser = DispatcherId::from_flag)]
+    pub dispatcher_id: Option<DispatcherId>,
 
     /// Image for actions that name none.
     #[arg(long, env = "VAULT_RUNNER_IMAGE")]
@@ -69,9 +70,9 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub grace_s: u64,
 
-    /// uid:gid the runner runs as (uid 0 is refused).
-    #[arg(long, env = "VAULT_RUNNER_USER", default_value = "65534:65534",
-          value_parser = parse_runner_user)]
+    /// uid:gid the runner runs as; a bare UID means UID:UID (uid 0 is
+    /// refused).
+    #[arg(long, env = "VAULT_RUNNER_USER", default_value = "65534:65534")]
     pub runner_user: RunnerUser,
 
     /// Memory cap in MiB (no swap); an action's memory_mb is capped to it.
@@ -175,32 +176,6 @@ fn parse_unenforced(s: &str) -> Result<Unenforced, String> {
     Ok(u)
 }
 
-/// The runner's numeric identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunnerUser {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl std::fmt::Display for RunnerUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.uid, self.gid)
-    }
-}
-
-pub fn parse_runner_user(s: &str) -> Result<RunnerUser, String> {
-    let (u, g) = s.split_once(':').unwrap_or((s, s));
-    let num = |v: &str| {
-        v.parse::<u32>()
-            .map_err(|_| format!("{s:?} is not numeric uid:gid"))
-    };
-    let (uid, gid) = (num(u)?, num(g)?);
-    if uid == 0 {
-        return Err("uid 0 (root) is refused: the runner must not be root".into());
-    }
-    Ok(RunnerUser { uid, gid })
-}
-
 fn parse_cpus(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 1024.0 => Ok(v),
@@ -245,23 +220,25 @@ mod tests {
     }
 
     #[test]
-    fn runner_user() {
+    fn runner_user_and_dispatcher_id_use_the_shared_rules() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["run-action"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+        };
+        let cli = parse(&["--runner-user", "1000"]).unwrap();
         assert_eq!(
-            parse_runner_user("65534:65534"),
-            Ok(RunnerUser {
-                uid: 65534,
-                gid: 65534
-            })
-        );
-        assert_eq!(
-            parse_runner_user("1000"),
-            Ok(RunnerUser {
+            cli.run.runner_user,
+            RunnerUser {
                 uid: 1000,
                 gid: 1000
-            })
+            }
         );
-        assert!(parse_runner_user("0:0").unwrap_err().contains("root"));
-        assert!(parse_runner_user("nobody").is_err());
-        assert!(parse_runner_user("1:x").is_err());
+        for bad in [&["--runner-user", "0:0"][..], &["--dispatcher-id", "a<b"]] {
+            assert_eq!(
+                parse(bad).unwrap_err().kind(),
+                clap::error::ErrorKind::ValueValidation
+            );
+        }
     }
 }

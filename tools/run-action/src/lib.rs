@@ -78,7 +78,14 @@ pub fn run() -> ExitCode {
             }
         }
         None => {
-            let dispatcher = vault_core::dispatcher_id(cli.run.dispatcher_id.as_deref());
+            let dispatcher = match vault_core::DispatcherId::or_host(cli.run.dispatcher_id.clone())
+            {
+                Ok(id) => id.to_string(),
+                Err(e) => {
+                    vault_core::report(TOOL, e);
+                    return Exit::Usage.into();
+                }
+            };
             let result = match read_scan_line() {
                 Ok(scan) => {
                     let ctx = engine::Ctx {

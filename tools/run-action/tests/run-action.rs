@@ -618,6 +618,16 @@ fn bad_input() {
     }
     // Usage: root runner refused, --help and --version work.
     c.run_raw("", &["--runner-user", "0:0"]).fails_with_code(2);
+    c.run_raw("", &["--runner-user", "0"]).fails_with_code(2);
+    let out = c.run_raw("", &["--dispatcher-id", "a<b"]);
+    out.fails_with_code(2);
+    assert!(
+        out.stderr.contains("invalid dispatcher id"),
+        "{}",
+        out.stderr
+    );
+    // A bare uid is uid:uid, as secret-mount reads it (no scan line: exit 1).
+    c.run_raw("", &["--runner-user", "1000"]).fails_with_code(1);
     assert!(c
         .run_raw("", &["--help"])
         .success()

@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use vault_core::SecretName;
+use vault_core::{DispatcherId, RunnerUser, SecretName};
 
 /// Decrypt exactly the named secrets into a fresh memory-only directory,
 /// run CMD with `VAULT_SECRETS_DIR` pointing at it, then wipe it.
@@ -74,19 +74,20 @@ pub struct WrapArgs {
     #[arg(long, env = "VAULT_SECRETS", value_name = "DIR")]
     pub secrets: Option<PathBuf>,
 
-    /// uid:gid owning the secret files (the user the runner runs as)
+    /// uid:gid owning the secret files (the user the runner runs as); a
+    /// bare UID means UID:UID (uid 0 is refused)
     #[arg(
         long,
         env = "VAULT_RUNNER_USER",
         value_name = "UID:GID",
-        default_value = "65534:65534",
-        value_parser = parse_user
+        default_value = "65534:65534"
     )]
     pub runner_user: RunnerUser,
 
     /// This dispatcher's name, in result lines [default: hostname]
-    #[arg(long, env = "VAULT_DISPATCHER_ID", value_name = "ID")]
-    pub dispatcher_id: Option<String>,
+    #[arg(long, env = "VAULT_DISPATCHER_ID", value_name = "ID",
+          value_parser = DispatcherId::from_flag)]
+    pub dispatcher_id: Option<DispatcherId>,
 
     /// Most bytes the secrets of one run may add up to (suffix K or M for
     /// KiB or MiB)
@@ -128,29 +129,6 @@ fn parse_names(s: &str) -> Result<NameList, String> {
         return Err(format!("secret {:?} is listed twice", n.as_str()));
     }
     Ok(NameList(names))
-}
-
-/// The numeric owner of the secret files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunnerUser {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-fn parse_user(s: &str) -> Result<RunnerUser, String> {
-    let (u, g) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?} is not UID:GID (numeric, e.g. 65534:65534)"))?;
-    let num = |v: &str| {
-        v.parse::<u32>()
-            .ok()
-            .filter(|n| *n != u32::MAX)
-            .ok_or_else(|| format!("{s:?} is not UID:GID (numeric, e.g. 65534:65534)"))
-    };
-    Ok(RunnerUser {
-        uid: num(u)?,
-        gid: num(g)?,
-    })
 }
 
 /// Largest `--size` accepted: the secrets are held in memory twice at most
@@ -204,16 +182,25 @@ mod tests {
     }
 
     #[test]
-    fn users() {
+    fn runner_user_and_dispatcher_id_use_the_shared_rules() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["secret-mount"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+        };
+        let cli = parse(&["--runner-user", "1000"]).unwrap();
         assert_eq!(
-            parse_user("65534:65534"),
-            Ok(RunnerUser {
-                uid: 65534,
-                gid: 65534
-            })
+            cli.wrap.runner_user,
+            RunnerUser {
+                uid: 1000,
+                gid: 1000
+            }
         );
-        for bad in ["65534", "a:b", ":1", "1:", "-1:1", "4294967295:0"] {
-            assert!(parse_user(bad).is_err(), "{bad:?}");
+        for bad in [&["--runner-user", "0:0"][..], &["--dispatcher-id", "a>b"]] {
+            assert_eq!(
+                parse(bad).unwrap_err().kind(),
+                clap::error::ErrorKind::ValueValidation
+            );
         }
     }
 

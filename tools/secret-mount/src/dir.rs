@@ -7,7 +7,6 @@
 //! lifetime of the system, so `sweep` can tell a dead owner from a live one
 //! even after the pid was reused.
 
-use crate::cli::RunnerUser;
 use crate::store::Secrets;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statfs::{FsType, Statfs, TMPFS_MAGIC};
@@ -17,6 +16,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use vault_core::RunnerUser;
 
 /// `statfs` magic of ramfs (not among nix's constants).
 const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);

@@ -58,7 +58,10 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
     let Some((program, program_args)) = cmd.split_first() else {
         return usage("no command: secret-mount [OPTIONS] -- CMD [ARGS...]");
     };
-    let dispatcher = vault_core::dispatcher_id(args.dispatcher_id.as_deref());
+    let dispatcher = match vault_core::DispatcherId::or_host(args.dispatcher_id.clone()) {
+        Ok(id) => id.to_string(),
+        Err(e) => return usage(&e.to_string()),
+    };
 
     // Every name is validated (by clap or serde) before any file is opened.
     let request = match &args.names {

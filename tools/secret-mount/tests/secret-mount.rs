@@ -184,6 +184,54 @@ fn mounts_only_the_requested_secrets_with_their_modes_and_owner() {
     fx.assert_clean();
 }
 
+/// `VAULT_RUNNER_USER` means what it means to run-action: a bare UID is
+/// UID:UID, uid 0 is refused; the dispatcher id is checked (issue 12).
+#[test]
+fn runner_user_and_dispatcher_id_follow_the_shared_rules() {
+    let fx = Fx::new();
+    fx.store.add("ALPHA", b"alpha-value");
+    let out = run(
+        fx.cmd().env("VAULT_RUNNER_USER", "1000").args([
+            "--names",
+            "ALPHA",
+            "--",
+            "sh",
+            "-c",
+            r#"stat -c '%u:%g' "$VAULT_SECRETS_DIR/ALPHA""#,
+        ]),
+        b"",
+    );
+    out.success();
+    assert_eq!(out.stdout.trim(), "1000:1000");
+    for (user, why) in [("0:0", "root"), ("0", "root"), ("1:x", "UID[:GID]")] {
+        let out = run(
+            fx.cmd()
+                .env("VAULT_RUNNER_USER", user)
+                .args(["--names", "ALPHA", "--", "true"]),
+            b"",
+        );
+        out.fails_with_code(2);
+        assert!(out.stderr.contains(why), "{user}: {}", out.stderr);
+    }
+    let mut c = Command::new(BIN);
+    c.env_remove("VAULT_DISPATCHER_ID").args([
+        "--dispatcher-id",
+        "a<b",
+        "--names",
+        "ALPHA",
+        "--",
+        "true",
+    ]);
+    let out = run(&mut c, b"");
+    out.fails_with_code(2);
+    assert!(
+        out.stderr.contains("invalid dispatcher id"),
+        "{}",
+        out.stderr
+    );
+    fx.assert_clean();
+}
+
 #[test]
 fn the_mount_is_a_fresh_noswap_tmpfs_that_refuses_writes() {
     let fx = Fx::new();
