@@ -12,27 +12,47 @@ use std::io::{self, BufRead, Write};
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 /// A line that could not be used. `id` is set when the line at least named
-/// a valid action id, so the caller can still record an outcome for it.
+/// a valid action id, so the caller can still record an outcome for it
+/// ([`crate::ActionResult::refused`]), with the `commit` and `blob` the line
+/// names, if any, as its provenance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line_no}: {message}")]
 pub struct LineError {
     pub line_no: usize,
     pub id: Option<ActionId>,
+    pub commit: Option<String>,
+    pub blob: Option<String>,
     pub message: String,
 }
 
-/// Parse one line as `T`; on failure still try to recover the `id` field.
+impl LineError {
+    /// An error about a line that names nothing usable.
+    pub fn anonymous(line_no: usize, message: String) -> Self {
+        Self {
+            line_no,
+            id: None,
+            commit: None,
+            blob: None,
+            message,
+        }
+    }
+}
+
+/// Parse one line as `T`; on failure still try to recover the `id` field
+/// (and with a valid id, `commit` and `blob`).
 pub fn parse_line<T: DeserializeOwned>(line_no: usize, line: &str) -> Result<T, LineError> {
     serde_json::from_str(line).map_err(|e| {
-        let id = serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
-            .and_then(|s| ActionId::parse(&s).ok());
-        LineError {
-            line_no,
-            id,
-            message: format!("not a valid record: {e}"),
+        let mut err = LineError::anonymous(line_no, format!("not a valid record: {e}"));
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            return err;
+        };
+        let field = |k: &str| v.get(k).and_then(|f| f.as_str()).map(str::to_string);
+        err.id = field("id").and_then(|s| ActionId::parse(&s).ok());
+        if err.id.is_some() {
+            err.commit = field("commit");
+            err.blob = field("blob");
         }
+        err
     })
 }
 
@@ -69,11 +89,7 @@ impl<R: BufRead, T: DeserializeOwned> Iterator for Reader<R, T> {
             let read = <&mut R as io::Read>::take(&mut self.input, MAX_LINE_BYTES as u64 + 1)
                 .read_until(b'\n', &mut buf);
             self.line_no += 1;
-            let err = |message: String, line_no| LineError {
-                line_no,
-                id: None,
-                message,
-            };
+            let err = |message: String, line_no| LineError::anonymous(line_no, message);
             match read {
                 Ok(0) => return None,
                 Err(e) => {
@@ -169,12 +185,29 @@ mod tests {
         assert_eq!(e.line_no, 4);
         assert_eq!(e.id.as_ref().map(|i| i.as_str()), Some("b"));
         assert!(e.message.contains("missing field"), "{e}");
+        assert_eq!((e.commit.as_deref(), e.blob.as_deref()), (None, None));
         assert_eq!(got[2].as_ref().unwrap_err().id, None);
         assert_eq!(
             got[3].as_ref().unwrap_err().id,
             None,
             "an invalid id is not recovered"
         );
+    }
+
+    #[test]
+    fn provenance_is_recovered_with_a_valid_id_only() {
+        let e = parse_line::<ScanLine>(1, r#"{"id":"a","commit":"c0","blob":"b1","schema":"x"}"#)
+            .unwrap_err();
+        assert_eq!(
+            (
+                e.id.unwrap().as_str(),
+                e.commit.as_deref(),
+                e.blob.as_deref()
+            ),
+            ("a", Some("c0"), Some("b1"))
+        );
+        let e = parse_line::<ScanLine>(1, r#"{"id":"../a","commit":"c0"}"#).unwrap_err();
+        assert_eq!((e.id, e.commit), (None, None));
     }
 
     #[test]

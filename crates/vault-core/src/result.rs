@@ -147,6 +147,23 @@ impl ActionResult {
         r
     }
 
+    /// The result recording a refused scan line, the same whichever tool
+    /// refuses it: `rejected`, with the provenance the line still names (id,
+    /// commit, blob) and the line error. `None` when the line names no valid
+    /// id: there is nothing to record it against.
+    pub fn refused(err: &crate::jsonl::LineError, dispatcher: &str) -> Option<Self> {
+        let now = crate::time::now_rfc3339();
+        let mut r = Self::new(err.id.clone()?, Status::Rejected);
+        r.action_commit = err.commit.clone();
+        r.action_blob = err.blob.clone();
+        r.dispatcher = Some(dispatcher.to_string());
+        r.started_at = Some(now.clone());
+        r.finished_at = Some(now);
+        r.duration_ms = Some(0);
+        r.error = Some(refusal_message(err));
+        Some(r)
+    }
+
     /// Serialize as the result file's content: pretty JSON with a trailing
     /// newline, so diffs in the ops repo stay readable.
     pub fn to_file_bytes(&self) -> Vec<u8> {
@@ -154,6 +171,11 @@ impl ActionResult {
         v.push(b'\n');
         v
     }
+}
+
+/// The one-line reason recorded and reported for a refused scan line.
+pub fn refusal_message(err: &crate::jsonl::LineError) -> String {
+    format!("invalid scan line: {}", err.message).replace(['\n', '\r'], " ")
 }
 
 #[cfg(test)]
@@ -188,6 +210,20 @@ mod tests {
             r#"{"schema":1,"id":"../a","status":"failed"}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_refused_line_keeps_its_provenance() {
+        let line = r#"{"id":"a","path":"p","commit":"c0","blob":"b1","action":{"nope":1}}"#;
+        let e = crate::jsonl::parse_line::<crate::ScanLine>(1, line).unwrap_err();
+        let r = ActionResult::refused(&e, "me").unwrap();
+        assert_eq!(r.status, Status::Rejected);
+        assert_eq!(r.action_commit.as_deref(), Some("c0"));
+        assert_eq!(r.action_blob.as_deref(), Some("b1"));
+        assert_eq!(r.dispatcher.as_deref(), Some("me"));
+        assert!(r.error.unwrap().starts_with("invalid scan line: "));
+        let e = crate::jsonl::parse_line::<crate::ScanLine>(1, "garbage").unwrap_err();
+        assert_eq!(ActionResult::refused(&e, "me"), None);
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn run() -> ExitCode {
                     return Exit::Usage.into();
                 }
             };
-            let result = match read_scan_line() {
+            let result = match read_scan_line(&dispatcher) {
                 Ok(scan) => {
                     let ctx = engine::Ctx {
                         args: &cli.run,
@@ -101,16 +101,10 @@ pub fn run() -> ExitCode {
                         }
                     }
                 }
-                Err(Unusable::WithId(id, message)) => {
-                    vault_core::report(TOOL, format_args!("{id}: rejected: {message}"));
-                    let mut r = ActionResult::new(id, Status::Rejected);
-                    r.dispatcher = Some(dispatcher.clone());
-                    let now = vault_core::time::now_rfc3339();
-                    r.started_at = Some(now.clone());
-                    r.finished_at = Some(now);
-                    r.duration_ms = Some(0);
-                    r.error = Some(message);
-                    r
+                Err(Unusable::Refused(result)) => {
+                    let why = result.error.as_deref().unwrap_or_default();
+                    vault_core::report(TOOL, format_args!("{}: rejected: {why}", result.id));
+                    *result
                 }
                 Err(Unusable::NoId(message)) => {
                     vault_core::report(TOOL, message);
@@ -126,21 +120,19 @@ pub fn run() -> ExitCode {
 }
 
 enum Unusable {
-    WithId(vault_core::ActionId, String),
+    /// The line names a valid id: its refusal is recorded.
+    Refused(Box<ActionResult>),
     NoId(String),
 }
 
-fn read_scan_line() -> Result<ScanLine, Unusable> {
+fn read_scan_line(dispatcher: &str) -> Result<ScanLine, Unusable> {
     let stdin = std::io::stdin().lock();
     let mut reader = jsonl::Reader::<_, ScanLine>::new(stdin);
     match reader.next() {
         None => Err(Unusable::NoId("no scan line on stdin".into())),
         Some(Ok(scan)) => Ok(scan),
-        Some(Err(e)) => match e.id.clone() {
-            Some(id) => Err(Unusable::WithId(
-                id,
-                format!("invalid scan line: {}", e.message),
-            )),
+        Some(Err(e)) => match ActionResult::refused(&e, dispatcher) {
+            Some(r) => Err(Unusable::Refused(Box::new(r))),
             None => Err(Unusable::NoId(format!("invalid scan line on stdin: {e}"))),
         },
     }

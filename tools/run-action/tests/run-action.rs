@@ -603,6 +603,22 @@ fn bad_input() {
     // A line that names an id but is not a scan line: rejected.
     let (_, r) = c.run(&format!("{{\"id\":\"{}\",\"what\":1}}\n", c.id), &[]);
     assert_eq!(r["status"], "rejected");
+    // A bad secret name: the one refused result of vault-core, as
+    // secret-mount prints it, provenance kept.
+    let line = c.line(json!({"command": ["true"], "secrets": ["A-B"]}), false);
+    let (_, r) = c.run(&line, &[]);
+    assert_eq!(r["status"], "rejected");
+    assert_eq!(
+        (r["action_commit"].as_str(), r["action_blob"].as_str()),
+        (Some("c0ffee"), Some("b10b"))
+    );
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid scan line: "),
+        "{r}"
+    );
     // An action that fails validation on the stream.
     let line = c.line(json!({"command": []}), false);
     let (_, r) = c.run(&line, &[]);

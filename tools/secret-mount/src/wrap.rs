@@ -12,7 +12,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode, Stdio};
 use vault_core::jsonl::{self, MAX_LINE_BYTES};
-use vault_core::{report, ActionId, ActionResult, Exit, ScanLine, SecretName, Status};
+use vault_core::result::refusal_message;
+use vault_core::{report, ActionResult, Exit, ScanLine, SecretName, Status};
 
 /// What to mount, and for whom.
 struct Request {
@@ -25,19 +26,25 @@ struct Request {
 }
 
 /// Why nothing ran.
-struct Refusal {
-    status: Status,
-    message: String,
-    /// A scan line good enough to record the refusal against.
-    scan: Option<Box<ScanLine>>,
+enum Refusal {
+    /// Nothing to record it against: report only.
+    Plain(String),
+    /// Recorded against the scan line: report and print this result.
+    Recorded(Box<ActionResult>),
 }
 
 impl Refusal {
     fn plain(message: impl Into<String>) -> Self {
-        Refusal {
-            status: Status::Error,
-            message: message.into(),
-            scan: None,
+        Refusal::Plain(message.into())
+    }
+
+    /// The refusal of a parsed scan line, or a plain one without it.
+    fn of(scan: Option<&ScanLine>, status: Status, message: String, dispatcher: &str) -> Self {
+        match scan {
+            Some(scan) => Refusal::Recorded(Box::new(ActionResult::not_run(
+                scan, status, dispatcher, &message,
+            ))),
+            None => Refusal::Plain(message),
         }
     }
 }
@@ -70,23 +77,20 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
             scan: None,
             stdin: None,
         },
-        None => match read_request() {
+        None => match read_request(&dispatcher) {
             Ok(r) => r,
-            Err(refusal) => return refuse(refusal, &dispatcher),
+            Err(refusal) => return refuse(refusal),
         },
     };
     let scan = request.scan.clone();
-    let refusal = |status: Status, message: String| Refusal {
-        status,
-        message,
-        scan: scan.clone().map(Box::new),
-    };
+    let refusal =
+        |status: Status, message: String| Refusal::of(scan.as_ref(), status, message, &dispatcher);
 
     let secrets = match store::load_identity(&identity)
         .and_then(|ids| store::decrypt_all(&store_dir, &request.names, &ids, args.size))
     {
         Ok(s) => s,
-        Err(e) => return refuse(refusal(Status::Error, e.to_string()), &dispatcher),
+        Err(e) => return refuse(refusal(Status::Error, e.to_string())),
     };
 
     // From here on a signal must not kill us with the secrets mounted: take
@@ -99,20 +103,12 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
     let mut wait_set = term_set;
     wait_set.add(Signal::SIGCHLD);
     if let Err(e) = wait_set.thread_block() {
-        return refuse(
-            refusal(Status::Error, format!("cannot block signals: {e}")),
-            &dispatcher,
-        );
+        return refuse(refusal(Status::Error, format!("cannot block signals: {e}")));
     }
     let pending =
         match SignalFd::with_flags(&term_set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
             Ok(fd) => fd,
-            Err(e) => {
-                return refuse(
-                    refusal(Status::Error, format!("cannot watch signals: {e}")),
-                    &dispatcher,
-                )
-            }
+            Err(e) => return refuse(refusal(Status::Error, format!("cannot watch signals: {e}"))),
         };
 
     let placement = match &place.in_tmpfs_dir {
@@ -129,13 +125,10 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
     let dir = match dir {
         Ok(d) => d,
         Err(e) => {
-            return refuse(
-                refusal(
-                    Status::Error,
-                    format!("cannot create the secrets directory: {e}"),
-                ),
-                &dispatcher,
-            )
+            return refuse(refusal(
+                Status::Error,
+                format!("cannot create the secrets directory: {e}"),
+            ))
         }
     };
 
@@ -164,13 +157,10 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let wiped = dir.wipe();
-            let code = refuse(
-                refusal(
-                    Status::Error,
-                    format!("cannot run {}: {e}", program.to_string_lossy()),
-                ),
-                &dispatcher,
-            );
+            let code = refuse(refusal(
+                Status::Error,
+                format!("cannot run {}: {e}", program.to_string_lossy()),
+            ));
             if let Err(w) = wiped {
                 report(TOOL, format!("wipe: {w}"));
             }
@@ -234,7 +224,7 @@ fn take_pending(fd: &SignalFd) -> Option<Signal> {
 
 /// Read the one scan line from stdin and the secret names its action asks
 /// for.
-fn read_request() -> Result<Request, Refusal> {
+fn read_request(dispatcher: &str) -> Result<Request, Refusal> {
     let mut buf = Vec::new();
     io::stdin()
         .lock()
@@ -257,24 +247,20 @@ fn read_request() -> Result<Request, Refusal> {
     };
     let scan: ScanLine = match jsonl::parse_line(1, line.trim()) {
         Ok(s) => s,
+        // Recorded when the line at least says which action it is, as
+        // run-action records it (e.g. a bad secret name).
         Err(e) => {
-            // Record the refusal when the line at least says which action
-            // it is and where it came from (e.g. a bad secret name).
-            return Err(Refusal {
-                status: Status::Rejected,
-                message: format!("stdin: {}", e.message),
-                scan: salvage(line).map(Box::new),
-            });
+            return Err(match ActionResult::refused(&e, dispatcher) {
+                Some(r) => Refusal::Recorded(Box::new(r)),
+                None => Refusal::Plain(refusal_message(&e)),
+            })
         }
     };
     // A spent id (started or recorded before) is recorded `abandoned`, an
     // invalid action `rejected`: nothing is decrypted for either.
     if let Some((status, why)) = scan.refusal() {
-        return Err(Refusal {
-            status,
-            message: format!("action {}: {why}", scan.id),
-            scan: Some(Box::new(scan)),
-        });
+        let message = format!("action {}: {why}", scan.id);
+        return Err(Refusal::of(Some(&scan), status, message, dispatcher));
     }
     let names = match scan.valid_action() {
         Ok(a) => a.secrets.clone(),
@@ -287,34 +273,16 @@ fn read_request() -> Result<Request, Refusal> {
     })
 }
 
-/// A scan line from the fields of one that failed to parse as a whole:
-/// `id` (valid), `path`, `commit` (and `blob`) are enough to record.
-fn salvage(line: &str) -> Option<ScanLine> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let id = ActionId::parse(v.get("id")?.as_str()?).ok()?;
-    let path = v.get("path")?.as_str()?.to_string();
-    let commit = v.get("commit")?.as_str()?.to_string();
-    let blob = v.get("blob").and_then(|b| b.as_str()).map(str::to_string);
-    Some(ScanLine {
-        schema: vault_core::scan::SCAN_SCHEMA,
-        id,
-        path,
-        commit,
-        blob,
-        action: None,
-        error: Some("invalid scan line".into()),
-        resume: false,
-        spent: None,
-    })
-}
-
 /// Report a refusal; with a scan line, also print its result line.
-fn refuse(refusal: Refusal, dispatcher: &str) -> ExitCode {
-    report(TOOL, &refusal.message);
-    let Some(scan) = &refusal.scan else {
-        return Exit::Failure.into();
+fn refuse(refusal: Refusal) -> ExitCode {
+    let result = match refusal {
+        Refusal::Plain(message) => {
+            report(TOOL, message);
+            return Exit::Failure.into();
+        }
+        Refusal::Recorded(result) => result,
     };
-    let result = ActionResult::not_run(scan, refusal.status, dispatcher, &refusal.message);
+    report(TOOL, result.error.as_deref().unwrap_or_default());
     match jsonl::Writer::new(io::stdout().lock()).write(&result) {
         Ok(()) => Exit::NotSucceeded.into(),
         Err(e) => {

@@ -618,7 +618,12 @@ fn invalid_names_are_rejected_before_any_file_is_opened() {
     out.fails_with_code(5);
     let r: ActionResult = serde_json::from_value(out.lines()[0].clone()).unwrap();
     assert_eq!(r.status, Status::Rejected);
-    assert!(r.error.unwrap().contains("\"A-B\""));
+    // The one refused result of vault-core, as run-action prints it.
+    assert_eq!(r.action_commit.as_deref(), Some("c0ffee"));
+    assert_eq!(r.action_blob.as_deref(), Some("b10b"));
+    let error = r.error.unwrap();
+    assert!(error.starts_with("invalid scan line: "), "{error}");
+    assert!(error.contains("\"A-B\""));
     assert!(!fx.path("ran").exists());
     fx.assert_clean();
 }
