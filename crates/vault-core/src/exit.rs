@@ -13,6 +13,7 @@
 //! secret-mount in wrapper mode exits with its command's code once the
 //! command ran.
 
+use std::error::Error;
 use std::process::ExitCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,19 +32,35 @@ impl Exit {
     pub const fn code(self) -> u8 {
         self as u8
     }
+}
 
-    pub fn from_code(code: i32) -> Option<Self> {
-        Some(match code {
-            0 => Exit::Ok,
-            1 => Exit::Failure,
-            2 => Exit::Usage,
-            3 => Exit::LostRace,
-            4 => Exit::RetryLater,
-            5 => Exit::NotSucceeded,
-            6 => Exit::Rewritten,
-            _ => return None,
-        })
+/// The one mapping from a tool's top-level error to its exit code, with the
+/// one-line report on stderr (`tool: what: why`, the whole chain): a closed
+/// stdout (`| head`) ends quietly with [`Exit::Ok`]; else the first error in
+/// the chain that `code_of` gives a code to decides (e.g. an unreachable
+/// remote is [`Exit::RetryLater`]), else [`Exit::Failure`].
+pub fn exit_for(
+    tool: &str,
+    err: &(dyn Error + 'static),
+    code_of: impl Fn(&(dyn Error + 'static)) -> Option<Exit>,
+) -> Exit {
+    if crate::jsonl::is_broken_pipe(err) {
+        return Exit::Ok;
     }
+    let mut code = None;
+    let mut text = err.to_string();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        code = code.or_else(|| code_of(e));
+        cur = e.source();
+        if let Some(next) = cur {
+            // As anyhow's `{:#}` prints a chain.
+            text.push_str(": ");
+            text.push_str(&next.to_string());
+        }
+    }
+    crate::report(tool, text);
+    code.unwrap_or(Exit::Failure)
 }
 
 impl From<Exit> for ExitCode {
@@ -57,7 +74,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_round_trip_and_are_distinct() {
+    fn codes_are_distinct() {
         let all = [
             Exit::Ok,
             Exit::Failure,
@@ -69,9 +86,22 @@ mod tests {
         ];
         for (i, e) in all.iter().enumerate() {
             assert_eq!(e.code() as usize, i);
-            assert_eq!(Exit::from_code(i as i32), Some(*e));
         }
-        assert_eq!(Exit::from_code(7), None);
         assert_eq!(Exit::Usage.code(), 2, "clap exits 2 on usage errors");
+    }
+
+    #[test]
+    fn errors_map_through_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let busy = Outer(std::io::Error::other("busy"));
+        let code_of = |e: &(dyn Error + 'static)| {
+            e.downcast_ref::<std::io::Error>().map(|_| Exit::RetryLater)
+        };
+        assert_eq!(exit_for("t", &busy, code_of), Exit::RetryLater);
+        assert_eq!(exit_for("t", &busy, |_| None), Exit::Failure);
+        let closed = Outer(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "x"));
+        assert_eq!(exit_for("t", &closed, |_| Some(Exit::Usage)), Exit::Ok);
     }
 }

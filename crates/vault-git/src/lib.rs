@@ -912,19 +912,14 @@ impl RepoArgs {
     }
 }
 
-/// Report a tool's top-level error on stderr and give its exit code: a
-/// closed stdout (`| head`) ends quietly with 0, an unreachable remote is
-/// "retry later", anything else a failure.
-pub fn exit_for(tool: &str, e: &anyhow::Error) -> vault_core::Exit {
+/// The exit code a [`GitError`] in an error chain means (for
+/// [`vault_core::exit::exit_for`]): an unreachable remote is "retry later",
+/// a rewritten branch [`Exit::Rewritten`](vault_core::Exit::Rewritten).
+pub fn exit_code(e: &(dyn std::error::Error + 'static)) -> Option<vault_core::Exit> {
     use vault_core::Exit;
-    if vault_core::jsonl::is_broken_pipe(e.as_ref()) {
-        return Exit::Ok;
+    match e.downcast_ref::<GitError>()? {
+        g if g.is_unreachable() => Some(Exit::RetryLater),
+        GitError::Rewritten { .. } => Some(Exit::Rewritten),
+        _ => None,
     }
-    let code = match e.downcast_ref::<GitError>() {
-        Some(g) if g.is_unreachable() => Exit::RetryLater,
-        Some(GitError::Rewritten { .. }) => Exit::Rewritten,
-        _ => Exit::Failure,
-    };
-    vault_core::report(tool, format!("{e:#}"));
-    code
 }

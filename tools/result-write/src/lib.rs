@@ -112,7 +112,7 @@ pub fn run() -> ExitCode {
     let stdin = std::io::stdin();
     match record(&cli, stdin.lock(), &mut std::io::stdout().lock()) {
         Ok(exit) => exit.into(),
-        Err(e) => vault_git::exit_for(TOOL, &e).into(),
+        Err(e) => vault_core::exit::exit_for(TOOL, e.as_ref(), vault_git::exit_code).into(),
     }
 }
 

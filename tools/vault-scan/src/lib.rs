@@ -57,7 +57,7 @@ pub fn run() -> ExitCode {
     let cli = cli::Cli::parse();
     match scan_to(&cli, &mut std::io::stdout().lock()) {
         Ok(()) => Exit::Ok.into(),
-        Err(e) => vault_git::exit_for(TOOL, &e).into(),
+        Err(e) => vault_core::exit::exit_for(TOOL, e.as_ref(), vault_git::exit_code).into(),
     }
 }
 
