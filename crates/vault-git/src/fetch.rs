@@ -1,0 +1,87 @@
+//! Fetching the watched branch (and refusing a rewritten one).
+
+use crate::{head_ref, tracking_ref, GitError, Ops};
+use git2::{AutotagOption, Direction, FetchOptions, Oid};
+
+impl Ops {
+    /// Fetch the watched branch into `refs/remotes/origin/<branch>` and
+    /// return its tip. When the remote tip is already in the cache, nothing
+    /// is downloaded. A tip that does not descend from the one last seen
+    /// (a force-push, a reset) is [`GitError::Rewritten`] and the tracking
+    /// ref stays where it was.
+    pub fn fetch(&self) -> Result<Oid, GitError> {
+        self.fetch_accepting(None)
+    }
+
+    /// [`Ops::fetch`], accepting a rewritten branch when its new tip is
+    /// `accept` (a full or abbreviated commit id, 7 hex digits at least).
+    pub fn fetch_accepting(&self, accept: Option<&str>) -> Result<Oid, GitError> {
+        let want = head_ref(&self.branch);
+        let tracking = tracking_ref(&self.branch);
+        let mut remote = self
+            .repo
+            .remote_anonymous(self.url.as_git())
+            .map_err(|e| self.classify(e))?;
+        let mut conn = remote
+            .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
+            .map_err(|e| self.classify(e))?;
+        let tip = conn
+            .list()
+            .map_err(|e| self.classify(e))?
+            .iter()
+            .find(|h| h.name() == want)
+            .map(|h| h.oid());
+        let Some(tip) = tip else {
+            return Err(GitError::MissingBranch {
+                url: self.url.display(),
+                branch: self.branch.clone(),
+            });
+        };
+        let cached = self.cached_tip();
+        let have =
+            cached == Some(tip) || self.repo.find_commit(tip).is_ok_and(|c| c.tree().is_ok());
+        if !have {
+            let mut fo = FetchOptions::new();
+            fo.remote_callbacks(self.callbacks())
+                .download_tags(AutotagOption::None)
+                .update_fetchhead(false);
+            conn.remote()
+                .download(&[format!("+{want}:{tracking}")], Some(&mut fo))
+                .map_err(|e| self.classify(e))?;
+            self.repo.find_commit(tip).map_err(GitError::git(format!(
+                "the fetch from {} did not bring commit {tip}",
+                self.url.display()
+            )))?;
+        }
+        drop(conn);
+        if let Some(old) = cached.filter(|c| *c != tip) {
+            let forward = self
+                .repo
+                .graph_descendant_of(tip, old)
+                .map_err(GitError::git(format!(
+                    "cannot tell whether {tip} descends from {old}, the last tip seen"
+                )))?;
+            if !forward {
+                match accept.map(str::trim) {
+                    Some(a)
+                        if a.len() >= 7 && tip.to_string().starts_with(&a.to_ascii_lowercase()) => {
+                    }
+                    Some(a) => {
+                        return Err(GitError::AcceptMismatch {
+                            given: a.to_string(),
+                            tip,
+                        })
+                    }
+                    None => return Err(GitError::Rewritten { old, new: tip }),
+                }
+            }
+        }
+        // `download` moves no refs: the tracking ref is still `cached`.
+        if cached != Some(tip) {
+            self.repo
+                .reference(&tracking, tip, true, "vault-dispatch: fetch")
+                .map_err(GitError::git(format!("cannot update {tracking}")))?;
+        }
+        Ok(tip)
+    }
+}
