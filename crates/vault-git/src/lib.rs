@@ -43,7 +43,7 @@ mod url;
 
 pub use credentials::Credentials;
 pub use tls::defer_ca_bundle;
-pub use tree::actions_tree_id;
+pub use tree::{actions_tree_id, Tip};
 pub use url::RepoUrl;
 
 /// Everything that can go wrong talking to the ops repo. The caller maps
@@ -77,6 +77,9 @@ pub enum GitError {
     AcceptMismatch { given: String, tip: Oid },
     #[error("{0}")]
     Config(String),
+    /// The branch's tree is not laid out as the contract says.
+    #[error("{0}")]
+    Layout(&'static str),
     #[error("{context}: {source}")]
     Git {
         context: String,

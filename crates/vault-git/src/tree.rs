@@ -1,7 +1,7 @@
 //! Reading and building the `vault/actions` tree.
 
 use crate::GitError;
-use git2::{ObjectType, Oid, Repository};
+use git2::{Commit, ObjectType, Oid, Repository, Tree};
 
 /// The id of the `vault/actions` tree in `commit`'s tree, if it is a tree.
 /// Nothing else of the commit's tree is read.
@@ -23,4 +23,111 @@ pub fn actions_tree_id(repo: &Repository, commit: Oid) -> Result<Option<Oid>, Gi
         .get_name("actions")
         .filter(|e| e.kind() == Some(ObjectType::Tree))
         .map(|e| e.id()))
+}
+
+/// A branch tip to commit on top of: its commit and the trees down to
+/// `vault/actions` (`None` where absent).
+pub struct Tip<'r> {
+    pub commit: Commit<'r>,
+    root: Tree<'r>,
+    vault: Option<Tree<'r>>,
+    pub actions: Option<Tree<'r>>,
+}
+
+impl<'r> Tip<'r> {
+    /// Read `base` and its trees; a `vault` or `vault/actions` that is not a
+    /// folder is refused.
+    pub fn read(repo: &'r Repository, base: Oid) -> Result<Tip<'r>, GitError> {
+        let commit = repo
+            .find_commit(base)
+            .map_err(GitError::git(format!("cannot read commit {base}")))?;
+        let root = commit
+            .tree()
+            .map_err(GitError::git(format!("cannot read the tree of {base}")))?;
+        let vault = match root.get_name("vault") {
+            None => None,
+            Some(e) if e.kind() == Some(ObjectType::Tree) => Some(
+                repo.find_tree(e.id())
+                    .map_err(GitError::git("cannot read vault"))?,
+            ),
+            Some(_) => return Err(GitError::Layout("\"vault\" on the branch is not a folder")),
+        };
+        let actions = match vault.as_ref().and_then(|v| v.get_name("actions")) {
+            None => None,
+            Some(e) if e.kind() == Some(ObjectType::Tree) => Some(
+                repo.find_tree(e.id())
+                    .map_err(GitError::git("cannot read vault/actions"))?,
+            ),
+            Some(_) => {
+                return Err(GitError::Layout(
+                    "\"vault/actions\" on the branch is not a folder",
+                ))
+            }
+        };
+        Ok(Tip {
+            commit,
+            root,
+            vault,
+            actions,
+        })
+    }
+
+    /// The tip's tree with `files` (name, content) written into
+    /// `vault/actions` as regular files, everything else kept.
+    pub fn tree_with<'a>(
+        &self,
+        repo: &'r Repository,
+        files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Tree<'r>, GitError> {
+        let build = || -> Result<Tree<'r>, git2::Error> {
+            let mut tb = repo.treebuilder(self.actions.as_ref())?;
+            for (name, bytes) in files {
+                tb.insert(name, repo.blob(bytes)?, 0o100644)?;
+            }
+            let actions_id = tb.write()?;
+            let mut vb = repo.treebuilder(self.vault.as_ref())?;
+            vb.insert("actions", actions_id, 0o040000)?;
+            let vault_id = vb.write()?;
+            let mut rb = repo.treebuilder(Some(&self.root))?;
+            rb.insert("vault", vault_id, 0o040000)?;
+            repo.find_tree(rb.write()?)
+        };
+        build().map_err(GitError::git("cannot build the new tree"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_land_in_vault_actions_and_the_rest_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@t.invalid").unwrap();
+        let mut rb = repo.treebuilder(None).unwrap();
+        rb.insert("README", repo.blob(b"hi").unwrap(), 0o100644)
+            .unwrap();
+        let root = repo.find_tree(rb.write().unwrap()).unwrap();
+        let base = repo.commit(None, &sig, &sig, "m", &root, &[]).unwrap();
+        let tip = Tip::read(&repo, base).unwrap();
+        assert!(tip.actions.is_none());
+        let tree = tip
+            .tree_with(&repo, [("a.result.json", &b"{}"[..])])
+            .unwrap();
+        assert!(tree.get_name("README").is_some());
+        let next = repo
+            .commit(None, &sig, &sig, "m", &tree, &[&tip.commit])
+            .unwrap();
+        let actions = actions_tree_id(&repo, next).unwrap().unwrap();
+        let actions = repo.find_tree(actions).unwrap();
+        assert!(actions.get_name("a.result.json").is_some());
+
+        let mut rb = repo.treebuilder(None).unwrap();
+        rb.insert("vault", repo.blob(b"x").unwrap(), 0o100644)
+            .unwrap();
+        let bad = repo.find_tree(rb.write().unwrap()).unwrap();
+        let bad = repo.commit(None, &sig, &sig, "m", &bad, &[]).unwrap();
+        assert!(matches!(Tip::read(&repo, bad), Err(GitError::Layout(_))));
+    }
 }

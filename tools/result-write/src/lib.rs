@@ -48,14 +48,14 @@ pub mod spool;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use git2::{ObjectType, Oid, Repository, Signature};
+use git2::{Oid, Repository, Signature};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vault_core::{jsonl, report, ActionResult, Exit, ScanLine, Status};
-use vault_git::{GitError, Ops};
+use vault_git::{GitError, Ops, Tip};
 
 const TOOL: &str = "result-write";
 
@@ -442,43 +442,6 @@ fn decide(
     (outcomes, writes)
 }
 
-/// The fetched branch tip a delivery decides on and commits on top of:
-/// its commit and the trees down to `vault/actions` (`None` where absent).
-struct Tip<'r> {
-    commit: git2::Commit<'r>,
-    root: git2::Tree<'r>,
-    vault: Option<git2::Tree<'r>>,
-    actions: Option<git2::Tree<'r>>,
-}
-
-impl<'r> Tip<'r> {
-    fn read(repo: &'r Repository, base: Oid) -> anyhow::Result<Tip<'r>> {
-        let commit = repo
-            .find_commit(base)
-            .with_context(|| format!("cannot read commit {base}"))?;
-        let root = commit.tree()?;
-        let vault = match root.get_name("vault") {
-            None => None,
-            Some(e) if e.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(e.id())?),
-            Some(_) => return Err(anyhow!("\"vault\" on the branch is not a folder")),
-        };
-        let actions = match vault.as_ref().and_then(|v| v.get_name("actions")) {
-            None => None,
-            Some(e) if e.kind() == Some(ObjectType::Tree) => Some(
-                repo.find_tree(e.id())
-                    .context("cannot read vault/actions")?,
-            ),
-            Some(_) => return Err(anyhow!("\"vault/actions\" on the branch is not a folder")),
-        };
-        Ok(Tip {
-            commit,
-            root,
-            vault,
-            actions,
-        })
-    }
-}
-
 fn make_commit(
     repo: &Repository,
     tip: &Tip<'_>,
@@ -487,18 +450,12 @@ fn make_commit(
     outcomes: &[Outcome],
     writes: &[(String, usize)],
 ) -> anyhow::Result<Oid> {
-    let mut tb = repo.treebuilder(tip.actions.as_ref())?;
-    for (name, i) in writes {
-        let blob = repo.blob(&items[*i].bytes)?;
-        tb.insert(name, blob, 0o100644)?;
-    }
-    let actions_id = tb.write()?;
-    let mut vb = repo.treebuilder(tip.vault.as_ref())?;
-    vb.insert("actions", actions_id, 0o040000)?;
-    let vault_id = vb.write()?;
-    let mut rb = repo.treebuilder(Some(&tip.root))?;
-    rb.insert("vault", vault_id, 0o040000)?;
-    let tree = repo.find_tree(rb.write()?)?;
+    let tree = tip.tree_with(
+        repo,
+        writes
+            .iter()
+            .map(|(name, i)| (name.as_str(), items[*i].bytes.as_slice())),
+    )?;
 
     let written: Vec<&Item> = items
         .iter()
