@@ -12,6 +12,8 @@
 //! them (a typo there would silently drop a limit).
 
 pub mod action;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod exit;
 pub mod jsonl;
 pub mod ledger;
@@ -26,7 +28,7 @@ pub use exit::Exit;
 pub use names::{ActionId, NameError, SecretName};
 pub use result::{ActionResult, ContainerInfo, Status};
 pub use scan::ScanLine;
-pub use settings::{DispatcherId, RunnerUser, SettingError};
+pub use settings::{DispatcherId, RepoConfig, RunnerUser, SettingError};
 
 /// Print `tool: message` on stderr, the message being the full error chain
 /// on one line. Newlines inside a message are folded so that one error is

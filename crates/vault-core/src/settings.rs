@@ -137,6 +137,20 @@ impl From<DispatcherId> for String {
     }
 }
 
+/// Where the ops repo is and how to reach it.
+/// What vault-scan and result-write are given (from `cli::RepoArgs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoConfig {
+    /// As given: a path, `file://`, `git://`, `ssh://`, `user@host:path` or
+    /// `https://`.
+    pub url: String,
+    pub branch: String,
+    pub cache: std::path::PathBuf,
+    pub dispatcher: DispatcherId,
+    pub ssh_key: Option<std::path::PathBuf>,
+    pub token_file: Option<std::path::PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

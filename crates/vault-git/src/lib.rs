@@ -33,6 +33,7 @@ use secrecy::ExposeSecret;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use tls::load_ca_bundle;
+use vault_core::RepoConfig;
 
 mod credentials;
 mod fetch;
@@ -313,62 +314,12 @@ pub(crate) fn auth_error(msg: &str) -> git2::Error {
     git2::Error::new(ErrorCode::Auth, ErrorClass::Callback, msg)
 }
 
-/// The flags both tools take to find the ops repo (each also read from its
-/// environment variable).
-#[derive(Debug, Clone, clap::Args)]
-pub struct RepoArgs {
-    /// Ops repo: a path, file://, git://, ssh:// (or user@host:path) or https:// URL
-    #[arg(long, env = "VAULT_REPO", value_name = "URL")]
-    pub repo: String,
-    /// The watched branch
-    #[arg(
-        long,
-        env = "VAULT_BRANCH",
-        default_value = "main",
-        value_name = "BRANCH"
-    )]
-    pub branch: String,
-    /// Cache directory for the local clone (and result-write's spool)
-    /// [default: $XDG_CACHE_HOME/vault-dispatch]
-    #[arg(long, env = "VAULT_CACHE", value_name = "DIR")]
-    pub cache: Option<PathBuf>,
-    /// This dispatcher's name, in claims and commits [default: hostname]
-    #[arg(long, env = "VAULT_DISPATCHER_ID", value_name = "ID",
-          value_parser = vault_core::DispatcherId::from_flag)]
-    pub dispatcher_id: Option<vault_core::DispatcherId>,
-    /// ssh private key for ssh URLs [default: ask the ssh-agent]
-    #[arg(long, env = "VAULT_SSH_KEY", value_name = "FILE")]
-    pub ssh_key: Option<PathBuf>,
-    /// File holding the token for https URLs (sent as the password; never printed)
-    #[arg(long, env = "VAULT_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-}
-
-impl RepoArgs {
-    /// The dispatcher id (checked by clap), else the host's name.
-    pub fn dispatcher(&self) -> Result<String, GitError> {
-        vault_core::DispatcherId::or_host(self.dispatcher_id.clone())
-            .map(String::from)
-            .map_err(|e| GitError::Config(e.to_string()))
-    }
-
-    /// Open the cache clone of the repo these flags name (locked).
-    pub fn open(&self) -> Result<Ops, GitError> {
-        let url = RepoUrl::parse(&self.repo)?;
-        let creds = Credentials::load(
-            self.ssh_key
-                .as_deref()
-                .filter(|p| !p.as_os_str().is_empty()),
-            self.token_file
-                .as_deref()
-                .filter(|p| !p.as_os_str().is_empty()),
-        )?;
-        let cache = self
-            .cache
-            .clone()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(vault_core::default_cache_dir);
-        Ops::open(&cache, url, &self.branch, creds)
+impl Ops {
+    /// Open the cache clone of the repo `cfg` names (locked).
+    pub fn from_config(cfg: &RepoConfig) -> Result<Ops, GitError> {
+        let url = RepoUrl::parse(&cfg.url)?;
+        let creds = Credentials::load(cfg.ssh_key.as_deref(), cfg.token_file.as_deref())?;
+        Ops::open(&cfg.cache, url, &cfg.branch, creds)
     }
 }
 

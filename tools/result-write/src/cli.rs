@@ -21,7 +21,7 @@ use clap::Parser;
 #[command(name = "result-write", version)]
 pub struct Cli {
     #[command(flatten)]
-    pub repo: vault_git::RepoArgs,
+    pub repo: vault_core::cli::RepoArgs,
 
     /// Read scan lines on stdin and write a `running` claim for each
     #[arg(long, conflicts_with = "flush")]

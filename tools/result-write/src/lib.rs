@@ -171,10 +171,11 @@ pub fn record(
     input: impl BufRead,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<Exit> {
-    let me = cli.repo.dispatcher()?;
+    let cfg = cli.repo.config()?;
+    let me = String::from(cfg.dispatcher.clone());
     let mut tally = Tally::default();
     let fresh = read_input(cli, &me, input, &mut tally);
-    let ops = cli.repo.open()?;
+    let ops = Ops::from_config(&cfg)?;
     let spool_dir = ops.spool_dir();
 
     let mut items = Vec::new();

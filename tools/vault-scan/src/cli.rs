@@ -16,7 +16,7 @@ use clap::Parser;
 #[command(name = "vault-scan", version)]
 pub struct Cli {
     #[command(flatten)]
-    pub repo: vault_git::RepoArgs,
+    pub repo: vault_core::cli::RepoArgs,
 
     /// Also say on stderr which actions are skipped and why (another
     /// dispatcher's claim, an unreadable result file)

@@ -63,8 +63,9 @@ pub fn run() -> ExitCode {
 
 /// Fetch, scan, and write the scan lines to `out`.
 pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<()> {
-    let me = cli.repo.dispatcher()?;
-    let ops = cli.repo.open()?;
+    let cfg = cli.repo.config()?;
+    let me = String::from(cfg.dispatcher.clone());
+    let ops = vault_git::Ops::from_config(&cfg)?;
     let ledger = Ledger::new(ops.cache_root());
     ledger.check()?;
     let repo = ops.repo();
