@@ -27,6 +27,8 @@ struct Request {
 
 /// Why nothing ran.
 enum Refusal {
+    /// A usage error (exit 2): nothing read, nothing recorded.
+    Usage(String),
     /// Nothing to record it against: report only.
     Plain(String),
     /// Recorded against the scan line: report and print this result.
@@ -52,23 +54,49 @@ impl Refusal {
 const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
-    let usage = |msg: &str| -> ExitCode {
-        report(TOOL, msg);
-        Exit::Usage.into()
-    };
+    match prepare(&args, &place, cmd) {
+        Ok(prepared) => run_child(prepared),
+        Err(refusal) => refuse(refusal),
+    }
+}
+
+/// Everything CMD needs, ready: the sealed directory, the signals taken.
+struct Prepared {
+    program: OsString,
+    program_args: Vec<OsString>,
+    dir: SecretDir,
+    /// The terminating signals and SIGCHLD, blocked; waited for.
+    wait_set: SigSet,
+    /// A terminating signal that came before CMD started.
+    pending: SignalFd,
+    /// The exact stdin bytes to hand CMD; `None`: CMD inherits stdin.
+    stdin: Option<Vec<u8>>,
+    /// What a late refusal (CMD cannot be started) is recorded against.
+    scan: Option<ScanLine>,
+    dispatcher: String,
+}
+
+/// Check the flags, read the request, decrypt and mount: all or nothing.
+fn prepare(args: &WrapArgs, place: &PlaceArgs, cmd: Vec<OsString>) -> Result<Prepared, Refusal> {
     let Some(identity) = args.identity.clone() else {
-        return usage("no identity: give --identity FILE or set VAULT_IDENTITY");
+        return Err(Refusal::Usage(
+            "no identity: give --identity FILE or set VAULT_IDENTITY".into(),
+        ));
     };
     let Some(store_dir) = args.secrets.clone() else {
-        return usage("no secret store: give --secrets DIR or set VAULT_SECRETS");
+        return Err(Refusal::Usage(
+            "no secret store: give --secrets DIR or set VAULT_SECRETS".into(),
+        ));
     };
-    let Some((program, program_args)) = cmd.split_first() else {
-        return usage("no command: secret-mount [OPTIONS] -- CMD [ARGS...]");
+    let mut cmd = cmd.into_iter();
+    let Some(program) = cmd.next() else {
+        return Err(Refusal::Usage(
+            "no command: secret-mount [OPTIONS] -- CMD [ARGS...]".into(),
+        ));
     };
-    let dispatcher = match vault_core::DispatcherId::or_host(args.dispatcher_id.clone()) {
-        Ok(id) => id.to_string(),
-        Err(e) => return usage(&e.to_string()),
-    };
+    let dispatcher = vault_core::DispatcherId::or_host(args.dispatcher_id.clone())
+        .map_err(|e| Refusal::Usage(e.to_string()))?
+        .to_string();
 
     // Every name is validated (by clap or serde) before any file is opened.
     let request = match &args.names {
@@ -77,21 +105,15 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
             scan: None,
             stdin: None,
         },
-        None => match read_request(&dispatcher) {
-            Ok(r) => r,
-            Err(refusal) => return refuse(refusal),
-        },
+        None => read_request(&dispatcher)?,
     };
     let scan = request.scan.clone();
     let refusal =
         |status: Status, message: String| Refusal::of(scan.as_ref(), status, message, &dispatcher);
 
-    let secrets = match store::load_identity(&identity)
+    let secrets = store::load_identity(&identity)
         .and_then(|ids| store::decrypt_all(&store_dir, &request.names, &ids, args.size))
-    {
-        Ok(s) => s,
-        Err(e) => return refuse(refusal(Status::Error, e.to_string())),
-    };
+        .map_err(|e| refusal(Status::Error, e.to_string()))?;
 
     // From here on a signal must not kill us with the secrets mounted: take
     // SIGINT/SIGTERM/SIGHUP (and SIGCHLD) synchronously. Threads spawned
@@ -102,14 +124,11 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
     }
     let mut wait_set = term_set;
     wait_set.add(Signal::SIGCHLD);
-    if let Err(e) = wait_set.thread_block() {
-        return refuse(refusal(Status::Error, format!("cannot block signals: {e}")));
-    }
-    let pending =
-        match SignalFd::with_flags(&term_set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
-            Ok(fd) => fd,
-            Err(e) => return refuse(refusal(Status::Error, format!("cannot watch signals: {e}"))),
-        };
+    wait_set
+        .thread_block()
+        .map_err(|e| refusal(Status::Error, format!("cannot block signals: {e}")))?;
+    let pending = SignalFd::with_flags(&term_set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| refusal(Status::Error, format!("cannot watch signals: {e}")))?;
 
     let placement = match &place.in_tmpfs_dir {
         Some(dir) => Placement::InTmpfs { dir: dir.clone() },
@@ -122,16 +141,36 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
     });
     // The plaintext now lives in the directory only; zero our copies.
     drop(secrets);
-    let dir = match dir {
-        Ok(d) => d,
-        Err(e) => {
-            return refuse(refusal(
-                Status::Error,
-                format!("cannot create the secrets directory: {e}"),
-            ))
-        }
-    };
+    let dir = dir.map_err(|e| {
+        refusal(
+            Status::Error,
+            format!("cannot create the secrets directory: {e}"),
+        )
+    })?;
+    Ok(Prepared {
+        program,
+        program_args: cmd.collect(),
+        dir,
+        wait_set,
+        pending,
+        stdin: request.stdin,
+        scan,
+        dispatcher,
+    })
+}
 
+/// Run CMD with the prepared directory, forward signals, wipe; CMD's code.
+fn run_child(p: Prepared) -> ExitCode {
+    let Prepared {
+        program,
+        program_args,
+        dir,
+        wait_set,
+        pending,
+        stdin,
+        scan,
+        dispatcher,
+    } = p;
     if let Some(sig) = take_pending(&pending) {
         let wiped = dir.wipe();
         report(
@@ -144,11 +183,11 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
         return ExitCode::from(128u8.wrapping_add(sig as u8));
     }
 
-    let mut command = Command::new(program);
+    let mut command = Command::new(&program);
     command
-        .args(program_args)
+        .args(&program_args)
         .env("VAULT_SECRETS_DIR", dir.path())
-        .stdin(if request.stdin.is_some() {
+        .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::inherit()
@@ -157,9 +196,11 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let wiped = dir.wipe();
-            let code = refuse(refusal(
+            let code = refuse(Refusal::of(
+                scan.as_ref(),
                 Status::Error,
                 format!("cannot run {}: {e}", program.to_string_lossy()),
+                &dispatcher,
             ));
             if let Err(w) = wiped {
                 report(TOOL, format!("wipe: {w}"));
@@ -167,7 +208,7 @@ pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
             return code;
         }
     };
-    if let (Some(bytes), Some(mut input)) = (request.stdin, child.stdin.take()) {
+    if let (Some(bytes), Some(mut input)) = (stdin, child.stdin.take()) {
         // A thread, so a CMD that never reads its stdin cannot stall us; a
         // CMD that exits early makes the write fail (EPIPE), which is fine.
         std::thread::spawn(move || {
@@ -276,6 +317,10 @@ fn read_request(dispatcher: &str) -> Result<Request, Refusal> {
 /// Report a refusal; with a scan line, also print its result line.
 fn refuse(refusal: Refusal) -> ExitCode {
     let result = match refusal {
+        Refusal::Usage(message) => {
+            report(TOOL, message);
+            return Exit::Usage.into();
+        }
         Refusal::Plain(message) => {
             report(TOOL, message);
             return Exit::Failure.into();
