@@ -14,12 +14,7 @@ pub struct RepoArgs {
     #[arg(long, env = "VAULT_REPO", value_name = "URL")]
     pub repo: String,
     /// The watched branch
-    #[arg(
-        long,
-        env = "VAULT_BRANCH",
-        default_value = "main",
-        value_name = "BRANCH"
-    )]
+    #[arg(long, env = "VAULT_BRANCH", default_value = "main")]
     pub branch: String,
     /// Cache directory for the local clone (and result-write's spool)
     /// [default: $XDG_CACHE_HOME/vault-dispatch]
