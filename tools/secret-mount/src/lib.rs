@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod dir;
 pub mod store;
+pub mod sweep;
 mod wrap;
 
 use clap::Parser;
@@ -46,7 +47,7 @@ fn sweep(place: &cli::PlaceArgs) -> ExitCode {
     }
     let mut failed = false;
     for p in &places {
-        let (removed, errors) = dir::sweep(p);
+        let (removed, errors) = sweep::sweep(p);
         for path in removed {
             report(TOOL, format!("swept {}", path.display()));
         }
