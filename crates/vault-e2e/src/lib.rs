@@ -116,23 +116,7 @@ pub fn action(id: &str, secrets: &[&str], script: &str) -> String {
 
 /// Container creates for `id` seen by dockerd since `since` (unix seconds).
 pub fn creates(id: &str, since: u64) -> usize {
-    let out = docker(&[
-        "events",
-        "--since",
-        &since.to_string(),
-        "--until",
-        &(now_s() + 1).to_string(),
-        "--filter",
-        "type=container",
-        "--filter",
-        "event=create",
-        "--filter",
-        &format!("label=vault.action={id}"),
-        "--format",
-        "{{.ID}}",
-    ]);
-    out.success();
-    out.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+    vault_testkit::container_events("create", id, since)
 }
 
 pub fn container_state(id: &str) -> Option<String> {

@@ -23,8 +23,8 @@ mod secrets;
 mod servers;
 
 pub use process::{
-    bin, bin_dir, docker, repo_tool, run, run_with, spawn_fed, unique, wait_output, wait_until,
-    Output,
+    bin, bin_dir, container_events, docker, repo_tool, run, run_with, spawn_fed, unique,
+    wait_output, wait_until, Output,
 };
 pub use repo::{git, OpsRepo};
 pub use secrets::{ssh_keygen, SecretStore};

@@ -171,6 +171,34 @@ pub fn docker(args: &[&str]) -> Output {
     )
 }
 
+/// How many container events `event` (e.g. `create`, `start`) dockerd
+/// reports for the action `id` (its `vault.action` label) since `since`
+/// (unix seconds): the engine's own count, not what the tools say.
+pub fn container_events(event: &str, id: &str, since: u64) -> usize {
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 1;
+    let out = docker(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "type=container",
+        "--filter",
+        &format!("event={event}"),
+        "--filter",
+        &format!("label=vault.action={id}"),
+        "--format",
+        "{{.ID}}",
+    ]);
+    out.success();
+    out.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
 /// Poll `done` until it holds; panic with "timed out waiting for `what`"
 /// once `limit` has passed.
 pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {

@@ -976,27 +976,7 @@ fn reattach_without_secret_values_withholds_output() {
 /// Container starts of `id` dockerd reports since `since` (unix seconds):
 /// the engine's own count, not what run-action says.
 fn starts(id: &str, since: u64) -> usize {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let out = docker(&[
-        "events",
-        "--since",
-        &since.to_string(),
-        "--until",
-        &(now + 1).to_string(),
-        "--filter",
-        "type=container",
-        "--filter",
-        "event=start",
-        "--filter",
-        &format!("label=vault.action={id}"),
-        "--format",
-        "{{.ID}}",
-    ]);
-    out.success();
-    out.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+    vault_testkit::container_events("start", id, since)
 }
 
 #[test]
