@@ -211,21 +211,9 @@ build_image() {
         return
     fi
     log "building $image from busybox-static (as $user)"
-    local root
-    root=$(mktemp -d)
-    mkdir -p "$root/bin" "$root/tmp" "$root/etc"
-    chmod 0755 "$root"
-    chmod 1777 "$root/tmp"
-    cp /bin/busybox "$root/bin/busybox"
-    local applet
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-    done
-    printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$root/etc/passwd"
-    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-    tar -C "$root" --owner=0 --group=0 -c . \
+    # The same root filesystem as the testbed's dockerd image.
+    "$(dirname "$0")/testbed.sh" rootfs \
         | as_user podman import --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' -q - "$image" >/dev/null
-    rm -rf "$root"
 }
 
 cgroup_version() {

@@ -5,6 +5,7 @@
 #
 #   scripts/testbed.sh up     # prints the env file's path
 #   scripts/testbed.sh down   # stops what `up` started
+#   scripts/testbed.sh rootfs # the runner image's root filesystem, as tar
 set -euo pipefail
 
 dir=${VAULT_TESTBED_DIR:-/tmp/vault-testbed}
@@ -92,11 +93,10 @@ EOF
     exit 1
 }
 
-build_image() {
-    if docker image inspect "$image" >/dev/null 2>&1; then
-        return
-    fi
-    log "building $image from busybox-static"
+# The runner image's root filesystem as a tar stream on stdout: busybox and
+# its applets, /tmp, and passwd/group naming root and nobody (65534), all
+# owned by root. scripts/rootless.sh imports the same stream into Podman.
+runner_rootfs_tar() {
     local root
     root=$(mktemp -d)
     mkdir -p "$root/bin" "$root/tmp" "$root/etc"
@@ -109,8 +109,16 @@ build_image() {
     done
     printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$root/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-    tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$image" >/dev/null
+    tar -C "$root" --owner=0 --group=0 -c .
     rm -rf "$root"
+}
+
+build_image() {
+    if docker image inspect "$image" >/dev/null 2>&1; then
+        return
+    fi
+    log "building $image from busybox-static"
+    runner_rootfs_tar | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$image" >/dev/null
 }
 
 start_git_daemon() {
@@ -157,6 +165,9 @@ up)
     write_env
     echo "$dir/env"
     ;;
+rootfs)
+    runner_rootfs_tar
+    ;;
 down)
     for pidfile in "$dir/git-daemon.pid" "$dir/docker/dockerd.pid"; do
         if [ -f "$pidfile" ]; then
@@ -166,7 +177,7 @@ down)
     done
     ;;
 *)
-    log "usage: $0 up|down"
+    log "usage: $0 up|down|rootfs"
     exit 2
     ;;
 esac
