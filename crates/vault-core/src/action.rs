@@ -66,6 +66,10 @@ pub struct Action {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposed_by: Option<String>,
+    /// The approval ends at this RFC 3339 time: after it, the action is
+    /// not started (`rejected`, approval expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +113,8 @@ pub enum ActionError {
     BadEnvName(String),
     #[error("action env name {0:?} is reserved for the dispatcher")]
     ReservedEnv(String),
+    #[error("action \"not_after\" {0:?} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)")]
+    BadNotAfter(String),
     #[error("action \"timeout_s\" must be at least 1")]
     ZeroTimeout,
     #[error("action \"resources.{0}\" must be positive")]
@@ -184,6 +190,11 @@ impl Action {
         }
         if self.image.as_deref().is_some_and(|i| i.contains('\0')) {
             return Err(ActionError::Nul { field: "image" });
+        }
+        if let Some(t) = &self.not_after {
+            if crate::time::parse_ms(t).is_none() {
+                return Err(ActionError::BadNotAfter(t.chars().take(80).collect()));
+            }
         }
         if self.timeout_s == Some(0) {
             return Err(ActionError::ZeroTimeout);

@@ -37,7 +37,6 @@ impl RepoArgs {
     /// defaults to [`crate::default_cache_dir`], the dispatcher id to the
     /// host's name.
     pub fn config(&self) -> Result<RepoConfig, SettingError> {
-        let set = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
         Ok(RepoConfig {
             url: self.repo.clone(),
             branch: self.branch.clone(),
@@ -46,5 +45,55 @@ impl RepoArgs {
             ssh_key: set(&self.ssh_key),
             token_file: set(&self.token_file),
         })
+    }
+}
+
+/// The flags of approval checking (vault-scan verifies; secret-mount and
+/// run-action require what vault-scan found).
+#[derive(Debug, Clone, Args)]
+pub struct ApprovalArgs {
+    /// Verify approvals: an allowed-signers file (git's
+    /// gpg.ssh.allowedSignersFile format); an action runs only if the commit
+    /// that approved it is signed by a key listed there
+    #[arg(long, env = "VAULT_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// Approvals expire: refuse a first start more than this many seconds
+    /// after the approving commit
+    #[arg(long, env = "VAULT_APPROVAL_TTL_S", value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub approval_ttl_s: Option<u64>,
+}
+
+/// The admission flags of the tools that hand out secrets or start
+/// containers (see [`crate::admit`]).
+#[derive(Debug, Clone, Args)]
+pub struct AdmitArgs {
+    #[command(flatten)]
+    pub approval: ApprovalArgs,
+    /// Per-secret policy (TOML, on this host): what each secret may be used
+    /// with; a secret it does not list is refused
+    #[arg(long, env = "VAULT_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+fn set(p: &Option<PathBuf>) -> Option<PathBuf> {
+    p.clone().filter(|p| !p.as_os_str().is_empty())
+}
+
+impl ApprovalArgs {
+    /// The allowed-signers file, an empty value counting as unset.
+    pub fn allowed_signers(&self) -> Option<PathBuf> {
+        set(&self.allowed_signers)
+    }
+}
+
+impl AdmitArgs {
+    /// Load the policy and check the settings agree.
+    pub fn admission(&self) -> Result<crate::admit::Admission, crate::admit::AdmitError> {
+        crate::admit::Admission::new(
+            self.approval.allowed_signers(),
+            self.approval.approval_ttl_s,
+            set(&self.policy),
+        )
     }
 }

@@ -12,14 +12,18 @@
 //! them (a typo there would silently drop a limit).
 
 pub mod action;
+pub mod admit;
+pub mod approval;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod exit;
+pub mod glob;
 pub mod jsonl;
 pub mod ledger;
 pub mod names;
 pub mod result;
 pub mod scan;
+pub mod secret_policy;
 pub mod settings;
 pub mod time;
 

@@ -97,6 +97,10 @@ pub struct ActionResult {
     pub logs: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Who approved the action and in which commit (see
+    /// [`crate::approval`]); readers that predate it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::Approval>,
 }
 
 impl ActionResult {
@@ -117,6 +121,7 @@ impl ActionResult {
             container: None,
             logs: None,
             error: None,
+            approval: None,
         }
     }
 
@@ -127,6 +132,7 @@ impl ActionResult {
         r.action_commit = Some(scan.commit.clone());
         r.action_blob = scan.blob.clone();
         r.dispatcher = Some(dispatcher.to_string());
+        r.approval = scan.approval.clone();
         r
     }
 

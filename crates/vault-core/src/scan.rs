@@ -46,6 +46,15 @@ pub struct ScanLine {
     pub resume: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent: Option<String>,
+    /// The approving commit (and, when verified, its signer): set when
+    /// approvals are verified or expire (see [`crate::approval`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::Approval>,
+    /// The blob of a result file at `<id>.result.json` that vault-scan does
+    /// not believe (not committed by a listed dispatcher): result-write may
+    /// replace exactly this blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 fn schema_one() -> u32 {

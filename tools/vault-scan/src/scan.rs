@@ -372,6 +372,8 @@ pub fn scan_line(
         error: None,
         resume,
         spent: None,
+        approval: None,
+        replaces: None,
     };
     let parsed = match kind {
         EntryKind::Symlink => {
