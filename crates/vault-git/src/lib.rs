@@ -38,11 +38,13 @@ use vault_core::RepoConfig;
 mod credentials;
 mod fetch;
 mod push;
+pub mod sig;
 mod tls;
 mod tree;
 mod url;
 
 pub use credentials::Credentials;
+pub use sig::{verify_commit, AllowedSigners, SigningKey, Unverified, Verified};
 pub use tls::defer_ca_bundle;
 pub use tree::{actions_tree_id, Tip};
 pub use url::RepoUrl;
