@@ -11,7 +11,8 @@
 //!   after the approving commit is refused (approval expired).
 //! * `VAULT_POLICY`: the per-secret policy ([`crate::secret_policy`]).
 //!
-//! An action's own `not_after` is always enforced at a first start.
+//! An action's own `not_after` is always enforced. All of these are checked
+//! at a first start only: a run started before was admitted then.
 
 use crate::approval::Approval;
 use crate::secret_policy::{Policy, PolicyError, Use};
@@ -55,8 +56,8 @@ impl Admission {
         })
     }
 
-    /// Whether `action` of `scan` may go on. `first_start`: nothing of it
-    /// was started before (expiry applies only then); `image`: the image it
+    /// Whether `action` of `scan` may start. `first_start`: nothing of it
+    /// was started before (a run started before is not checked again); `image`: the image it
     /// would run in; `now_ms`: the time now. The error is the one-line
     /// reason to record it `rejected` with.
     pub fn check(
@@ -67,13 +68,15 @@ impl Admission {
         first_start: bool,
         now_ms: u64,
     ) -> Result<(), String> {
+        // A run started before was admitted then.
+        if !first_start {
+            return Ok(());
+        }
         let approval = scan.approval.as_ref();
         if self.verified && approval.and_then(|a| a.principal.as_ref()).is_none() {
             return Err("no verified approval on the scan line (VAULT_ALLOWED_SIGNERS is set; vault-scan verifies approvals)".into());
         }
-        if first_start {
-            self.check_expiry(action, approval, now_ms)?;
-        }
+        self.check_expiry(action, approval, now_ms)?;
         if let Some(policy) = &self.policy {
             policy.check(Use {
                 action,

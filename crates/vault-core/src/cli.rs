@@ -97,3 +97,21 @@ impl AdmitArgs {
         )
     }
 }
+
+/// Which results and claims to believe (vault-scan, result-write).
+#[derive(Debug, Clone, Args)]
+pub struct TrustArgs {
+    /// Believe a result or claim file only if the commit that last changed
+    /// it is signed by a dispatcher listed in this allowed-signers file;
+    /// any other counts as absent (the action runs, its real result
+    /// replaces the file)
+    #[arg(long, env = "VAULT_DISPATCHER_SIGNERS", value_name = "FILE")]
+    pub dispatcher_signers: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    /// The dispatcher-signers file, an empty value counting as unset.
+    pub fn dispatcher_signers(&self) -> Option<PathBuf> {
+        set(&self.dispatcher_signers)
+    }
+}

@@ -41,6 +41,8 @@ pub struct Site {
     pub cache: TempDir,
     pub mounts: TempDir,
     pub id: String,
+    /// More environment for every tool (e.g. `VAULT_ALLOWED_SIGNERS`).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Site {
@@ -53,6 +55,7 @@ impl Site {
             cache: TempDir::new().unwrap(),
             mounts: TempDir::new().unwrap(),
             id: id.to_string(),
+            extra_env: Vec::new(),
         }
     }
 
@@ -71,7 +74,8 @@ impl Site {
             .env("VAULT_ALLOW_IMAGES", &self.tb.image)
             .env("VAULT_DISPATCHER_ID", &self.id)
             .env("VAULT_TIMEOUT_S", "60")
-            .env("VAULT_GRACE_S", "2");
+            .env("VAULT_GRACE_S", "2")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -46,7 +46,7 @@ mod url;
 pub use credentials::Credentials;
 pub use sig::{verify_commit, AllowedSigners, SigningKey, Unverified, Verified};
 pub use tls::defer_ca_bundle;
-pub use tree::{actions_tree_id, Tip};
+pub use tree::{actions_tree_id, last_change, Tip};
 pub use url::RepoUrl;
 
 /// Everything that can go wrong talking to the ops repo. The caller maps

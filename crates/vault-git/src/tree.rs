@@ -96,6 +96,34 @@ impl<'r> Tip<'r> {
     }
 }
 
+/// The first-parent commit from `tip` that put `blob` at
+/// `vault/actions/<name>`: the oldest commit of the unbroken run of
+/// first-parent commits, ending at `tip`, that all have it there. For an
+/// action file that is the commit that approved it (for a merged pull
+/// request, the merge); for a result file, the commit that last changed it.
+pub fn last_change(repo: &Repository, tip: Oid, name: &str, blob: Oid) -> Result<Oid, GitError> {
+    let mut at = repo
+        .find_commit(tip)
+        .map_err(GitError::git(format!("cannot read commit {tip}")))?;
+    loop {
+        let Some(parent) = at.parents().next() else {
+            return Ok(at.id());
+        };
+        let there = match actions_tree_id(repo, parent.id())? {
+            Some(t) => repo
+                .find_tree(t)
+                .map_err(GitError::git("cannot read the vault/actions tree"))?
+                .get_name(name)
+                .map(|e| e.id()),
+            None => None,
+        };
+        if there != Some(blob) {
+            return Ok(at.id());
+        }
+        at = parent;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

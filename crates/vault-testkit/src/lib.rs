@@ -26,7 +26,7 @@ pub use process::{
     bin, bin_dir, container_events, docker, repo_tool, run, run_with, spawn_fed, unique,
     wait_output, wait_until, Output,
 };
-pub use repo::{git, OpsRepo};
+pub use repo::{git, How, OpsRepo};
 pub use secrets::{ssh_keygen, SecretStore};
 pub use servers::{GitDaemon, HttpsGit, SshGit};
 

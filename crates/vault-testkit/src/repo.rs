@@ -28,6 +28,18 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// How [`OpsRepo::commit_with`] makes its commit.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct How<'a> {
+    /// Sign it (`gpg.format=ssh`) with this private key file.
+    pub key: Option<&'a Path>,
+    /// Its author and committer date (`GIT_COMMITTER_DATE` syntax).
+    pub date: Option<&'a str>,
+    /// Commit the files on a side branch (unsigned) and land them as a
+    /// `--no-ff` merge made as above, as a forge merges a pull request.
+    pub merge: bool,
+}
+
 /// A bare ops repo served by the testbed's git daemon, with a scratch clone
 /// to commit to it as a merging human would.
 pub struct OpsRepo {
@@ -74,9 +86,60 @@ impl OpsRepo {
     /// Commit files (path, content) on top of the remote branch and push;
     /// returns the new commit's sha. `None` content deletes the path.
     pub fn commit(&self, files: &[(&str, Option<&[u8]>)], message: &str) -> String {
+        self.commit_with(files, message, &How::default())
+    }
+
+    /// [`commit`](Self::commit), made as `how` says: signed, dated, or as
+    /// the merge of an unsigned pull-request commit.
+    pub fn commit_with(&self, files: &[(&str, Option<&[u8]>)], message: &str, how: &How<'_>) -> String {
         let work = self.scratch.path();
         git(work, &["fetch", "-q", "origin", &self.branch]);
         git(work, &["reset", "-q", "--hard", "FETCH_HEAD"]);
+        if how.merge {
+            git(work, &["checkout", "-q", "-B", "pr"]);
+        }
+        self.stage(files);
+        let mut args: Vec<String> = Vec::new();
+        if let Some(key) = how.key {
+            args.extend(["-c".into(), "gpg.format=ssh".into()]);
+            args.extend(["-c".into(), format!("user.signingkey={}", key.display())]);
+        }
+        let sign = if how.key.is_some() { "-S" } else { "--no-gpg-sign" };
+        let run = |extra: &[&str]| {
+            let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+            a.extend(extra);
+            let mut c = Command::new("git");
+            c.arg("-C").arg(work).args(&a);
+            for (k, v) in [
+                ("GIT_AUTHOR_NAME", "test"),
+                ("GIT_AUTHOR_EMAIL", "test@example.invalid"),
+                ("GIT_COMMITTER_NAME", "test"),
+                ("GIT_COMMITTER_EMAIL", "test@example.invalid"),
+            ] {
+                c.env(k, v);
+            }
+            if let Some(d) = how.date {
+                c.env("GIT_COMMITTER_DATE", d).env("GIT_AUTHOR_DATE", d);
+            }
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "git {a:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        if how.merge {
+            git(work, &["commit", "-qm", &format!("proposal: {message}")]);
+            git(work, &["checkout", "-q", "--detach", "FETCH_HEAD"]);
+            run(&["merge", "-q", "--no-ff", sign, "-m", message, "pr"]);
+        } else {
+            run(&["commit", "-q", sign, "-m", message]);
+        }
+        git(
+            work,
+            &["push", "-q", "origin", &format!("HEAD:{}", self.branch)],
+        );
+        git(work, &["rev-parse", "HEAD"])
+    }
+
+    fn stage(&self, files: &[(&str, Option<&[u8]>)]) {
+        let work = self.scratch.path();
         for (path, content) in files {
             let p = work.join(path);
             match content {
@@ -90,12 +153,6 @@ impl OpsRepo {
                 }
             }
         }
-        git(work, &["commit", "-qm", message]);
-        git(
-            work,
-            &["push", "-q", "origin", &format!("HEAD:{}", self.branch)],
-        );
-        git(work, &["rev-parse", "HEAD"])
     }
 
     /// Land (approve) `vault/actions/<id>.json` with this content.

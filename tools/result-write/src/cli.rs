@@ -35,4 +35,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 10, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub tries: u32,
+
+    /// Sign the claim and result commits with this ssh private key
+    /// (ed25519, no passphrase), so that `git verify-commit` accepts them
+    #[arg(long, env = "VAULT_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub trust: vault_core::cli::TrustArgs,
 }

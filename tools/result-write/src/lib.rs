@@ -55,6 +55,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vault_core::{jsonl, report, ActionResult, Exit, ScanLine, Status};
+use vault_git::sig::{AllowedSigners, SigningKey};
 use vault_git::{GitError, Ops, Tip};
 
 const TOOL: &str = "result-write";
@@ -72,6 +73,31 @@ enum Outcome {
     Already,
     /// Lost race or kept an existing different result: the reason.
     NotWritten(String),
+}
+
+/// Signing our commits, and whose commits to believe.
+struct Signing {
+    key: Option<SigningKey>,
+    dispatchers: Option<AllowedSigners>,
+}
+
+impl Signing {
+    /// Load both before anything is read or written: a configured key or
+    /// signers file that cannot be used stops the call.
+    fn load(cli: &cli::Cli) -> anyhow::Result<Signing> {
+        let key = cli
+            .signing_key
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(SigningKey::load)
+            .transpose()?;
+        let dispatchers = cli
+            .trust
+            .dispatcher_signers()
+            .map(|p| AllowedSigners::load(&p))
+            .transpose()?;
+        Ok(Signing { key, dispatchers })
+    }
 }
 
 /// The stdout line.
@@ -173,6 +199,7 @@ pub fn record(
 ) -> anyhow::Result<Exit> {
     let cfg = cli.repo.config()?;
     let me = String::from(cfg.dispatcher.clone());
+    let signing = Signing::load(cli)?;
     let mut tally = Tally::default();
     let fresh = read_input(cli, &me, input, &mut tally);
     let ops = Ops::from_config(&cfg)?;
@@ -227,7 +254,7 @@ pub fn record(
         return Ok(tally.exit());
     }
 
-    match deliver(cli, &ops, &me, &items) {
+    match deliver(cli, &ops, &me, &items, &signing) {
         Ok((commit, outcomes)) => {
             let mut writer = jsonl::Writer::new(out);
             for (item, outcome) in items.iter().zip(&outcomes) {
@@ -312,6 +339,7 @@ fn deliver(
     ops: &Ops,
     me: &str,
     items: &[Item],
+    trust: &Signing,
 ) -> anyhow::Result<(Oid, Vec<Outcome>)> {
     let repo = ops.repo();
     let mut last_err = None;
@@ -321,11 +349,27 @@ fn deliver(
         }
         let base = ops.fetch()?;
         let tip = Tip::read(repo, base)?;
-        let (outcomes, writes) = decide(repo, tip.actions.as_ref(), me, items);
+        let mut believe = |name: &str, blob: Oid| match &trust.dispatchers {
+            None => Ok(()),
+            Some(signers) => {
+                let commit = match vault_git::last_change(repo, base, name, blob) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Never overwrite what cannot be judged.
+                        report(TOOL, format!("{name}: cannot tell which commit last changed it ({e}); it is believed"));
+                        return Ok(());
+                    }
+                };
+                vault_git::sig::verify_commit(repo, commit, signers).map(|_| ()).map_err(|e| {
+                    format!("it was last changed by commit {commit}, which is not signed by a listed dispatcher ({e})")
+                })
+            }
+        };
+        let (outcomes, writes) = decide(repo, tip.actions.as_ref(), me, items, &mut believe);
         if writes.is_empty() {
             return Ok((base, outcomes));
         }
-        let commit = make_commit(repo, &tip, me, items, &outcomes, &writes)?;
+        let commit = make_commit(repo, &tip, me, items, &outcomes, &writes, trust.key.as_ref())?;
         match ops.push(commit, base) {
             Ok(()) => return Ok((commit, outcomes)),
             Err(GitError::NonFastForward) => {
@@ -364,23 +408,24 @@ type Decision = (Vec<Outcome>, Vec<(String, usize)>);
 /// What is at `vault/actions/<id>.result.json`.
 enum Existing {
     None,
-    Result(Box<ActionResult>, Vec<u8>),
-    Unreadable(String),
+    Result(Box<ActionResult>, Vec<u8>, Option<Oid>),
+    Unreadable(String, Oid),
 }
 
 fn existing(repo: &Repository, actions: Option<&git2::Tree<'_>>, name: &str) -> Existing {
     let Some(entry) = actions.and_then(|t| t.get_name(name)) else {
         return Existing::None;
     };
+    let oid = entry.id();
     if !vault_git::is_regular_file(&entry) {
-        return Existing::Unreadable("it is not a regular file".into());
+        return Existing::Unreadable("it is not a regular file".into(), oid);
     }
-    match repo.find_blob(entry.id()) {
+    match repo.find_blob(oid) {
         Ok(b) => match serde_json::from_slice::<ActionResult>(b.content()) {
-            Ok(r) => Existing::Result(Box::new(r), b.content().to_vec()),
-            Err(e) => Existing::Unreadable(format!("it is not a valid result: {e}")),
+            Ok(r) => Existing::Result(Box::new(r), b.content().to_vec(), Some(oid)),
+            Err(e) => Existing::Unreadable(format!("it is not a valid result: {e}"), oid),
         },
-        Err(e) => Existing::Unreadable(e.message().to_string()),
+        Err(e) => Existing::Unreadable(e.message().to_string(), oid),
     }
 }
 
@@ -391,6 +436,7 @@ fn decide(
     actions: Option<&git2::Tree<'_>>,
     me: &str,
     items: &[Item],
+    believe: &mut dyn FnMut(&str, Oid) -> Result<(), String>,
 ) -> Decision {
     let mut pending: HashMap<String, usize> = HashMap::new();
     let mut outcomes = Vec::with_capacity(items.len());
@@ -398,15 +444,26 @@ fn decide(
         let r = &item.result;
         let name = format!("{}.result.json", r.id);
         let current = match pending.get(&name) {
-            Some(&j) => Existing::Result(Box::new(items[j].result.clone()), items[j].bytes.clone()),
+            Some(&j) => Existing::Result(
+                Box::new(items[j].result.clone()),
+                items[j].bytes.clone(),
+                None,
+            ),
             None => existing(repo, actions, &name),
         };
-        let outcome = match current {
+        // A file in the way that no listed dispatcher committed counts as
+        // absent (with --dispatcher-signers; see vault-scan's trust).
+        let blob = match &current {
+            Existing::Result(_, _, blob) => *blob,
+            Existing::Unreadable(_, blob) => Some(*blob),
+            Existing::None => None,
+        };
+        let mut outcome = match current {
             Existing::None => Outcome::Write,
-            Existing::Unreadable(why) => {
+            Existing::Unreadable(why, _) => {
                 Outcome::NotWritten(format!("{name} is already there but {why}; it is kept"))
             }
-            Existing::Result(old, old_bytes) => {
+            Existing::Result(old, old_bytes, _) => {
                 if r.status == Status::Running {
                     if old.status == Status::Running && old.dispatcher.as_deref() == Some(me) {
                         Outcome::Already
@@ -433,6 +490,14 @@ fn decide(
                 }
             }
         };
+        let in_the_way = matches!(outcome, Outcome::NotWritten(_))
+            || (outcome == Outcome::Already && r.status == Status::Running);
+        if let (true, Some(blob)) = (in_the_way, blob) {
+            if let Err(why) = believe(&name, blob) {
+                report(TOOL, format!("{}: replacing {name}: {why}", r.id));
+                outcome = Outcome::Write;
+            }
+        }
         if outcome == Outcome::Write {
             pending.insert(name, i);
         }
@@ -450,6 +515,7 @@ fn make_commit(
     items: &[Item],
     outcomes: &[Outcome],
     writes: &[(String, usize)],
+    key: Option<&SigningKey>,
 ) -> anyhow::Result<Oid> {
     let tree = tip.tree_with(
         repo,
@@ -486,8 +552,17 @@ fn make_commit(
         .collect();
     let sig = Signature::now(me, &format!("{email}@vault-dispatch.invalid"))
         .context("cannot make the commit signature")?;
-    let oid = repo
-        .commit(None, &sig, &sig, &message, &tree, &[&tip.commit])
-        .context("cannot create the commit")?;
+    let oid = match key {
+        None => repo.commit(None, &sig, &sig, &message, &tree, &[&tip.commit]),
+        Some(key) => {
+            let buf = repo
+                .commit_create_buffer(&sig, &sig, &message, &tree, &[&tip.commit])
+                .context("cannot make the commit")?;
+            let content = std::str::from_utf8(&buf).context("the commit is not UTF-8")?;
+            let signature = key.sign_commit(content).context("cannot sign the commit")?;
+            repo.commit_signed(content, &signature, None)
+        }
+    }
+    .context("cannot create the commit")?;
     Ok(oid)
 }

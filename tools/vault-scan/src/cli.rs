@@ -31,4 +31,10 @@ pub struct Cli {
     /// after checking its history by hand; ids seen before stay spent
     #[arg(long, value_name = "SHA")]
     pub accept_rewrite: Option<String>,
+
+    #[command(flatten)]
+    pub approval: vault_core::cli::ApprovalArgs,
+
+    #[command(flatten)]
+    pub trust: vault_core::cli::TrustArgs,
 }

@@ -36,8 +36,10 @@
 //! unreadable), 2 usage, 4 remote unreachable (nothing printed), 6 the
 //! branch was rewritten (nothing printed).
 
+pub mod approve;
 pub mod cli;
 pub mod history;
+pub mod trust;
 pub mod scan;
 pub mod treecheck;
 
@@ -45,7 +47,9 @@ use clap::Parser;
 use git2::{Oid, Repository};
 use history::{Seen, SeenIds, State};
 use scan::Candidate;
+use std::collections::HashMap;
 use std::process::ExitCode;
+use vault_git::sig::AllowedSigners;
 use vault_core::ledger::Ledger;
 use vault_core::{jsonl, report, ActionId, Exit};
 use vault_git::GitError;
@@ -65,16 +69,31 @@ pub fn run() -> ExitCode {
 pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let cfg = cli.repo.config()?;
     let me = String::from(cfg.dispatcher.clone());
+    // Configured checks are loaded first: one that cannot be is an error,
+    // never a scan without it.
+    let signers = cli
+        .approval
+        .allowed_signers()
+        .map(|p| AllowedSigners::load(&p))
+        .transpose()?;
+    let dispatchers = cli
+        .trust
+        .dispatcher_signers()
+        .map(|p| AllowedSigners::load(&p))
+        .transpose()?;
+    let find_approvals = signers.is_some() || cli.approval.approval_ttl_s.is_some();
     let ops = vault_git::Ops::from_config(&cfg)?;
     let ledger = Ledger::new(ops.cache_root());
     ledger.check()?;
     let repo = ops.repo();
     let state = State::new(|name| ops.state_path(name));
     let mut seen = SeenIds::default();
+    let mut introduced = HashMap::new();
+    let before = state.last_tip()?;
     // What this host pushed since the last scan (claims, results) moved the
     // cache's tracking ref: learn it before a fetch can move past it.
     if let Some(cached) = ops.cached_tip() {
-        advance(repo, &state, &mut seen, cached, Rewrite::Skip, cli.verbose)?;
+        introduced = advance(repo, &state, &mut seen, cached, Rewrite::Skip, cli.verbose)?;
     }
     let commit = ops.fetch_accepting(cli.accept_rewrite.as_deref())?;
     let on_rewrite = if cli.accept_rewrite.is_some() {
@@ -82,7 +101,9 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     } else {
         Rewrite::Refuse
     };
-    advance(repo, &state, &mut seen, commit, on_rewrite, cli.verbose)?;
+    // Newest first: what the fetched commits did overrides the older.
+    let newer = advance(repo, &state, &mut seen, commit, on_rewrite, cli.verbose)?;
+    introduced.extend(newer);
     let Some(tree) = vault_git::actions_tree_id(repo, commit)? else {
         if cli.verbose {
             report(TOOL, format!("{commit} has no vault/actions folder"));
@@ -115,6 +136,31 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
             c
         }
     };
+    let mut candidates = candidates;
+    let mut replaces = HashMap::new();
+    let mut trust = None;
+    if let (Some(signers), Some(path)) = (dispatchers, cli.trust.dispatcher_signers()) {
+        let store = ops.state_path("trust.json");
+        let t = trust::Trust::update(repo, &path, signers, store, before, commit, introduced)?;
+        let actions = repo.find_tree(tree)?;
+        let disbelieved = t.disbelieved(&actions);
+        if !disbelieved.is_empty() {
+            candidates.retain(|c| !disbelieved.contains_key(c.key()));
+            for (id, (blob, why)) in disbelieved {
+                report(TOOL, format!("{id}: {why}"));
+                let Ok(id) = ActionId::parse(&id) else { continue };
+                if let Some(c) = scan::pending_in(&actions, &id) {
+                    candidates.push(c);
+                    replaces.insert(id, blob);
+                }
+            }
+            candidates.sort_by(|a, b| a.key().cmp(b.key()));
+        }
+        trust = Some(t);
+    }
+    let mut approvals = find_approvals.then(|| {
+        approve::Approvals::new(repo, commit, signers, ops.state_path("approvals"))
+    });
     // What history says of the ids that could run, in one look-up.
     let asked: Vec<&ActionId> = candidates
         .iter()
@@ -164,7 +210,12 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
                 continue;
             }
         };
-        let mut spent = spent_reason(&ledger, history.get(id.as_str()), &id, resume, commit)?;
+        // With dispatcher signatures on, history's evidence of a result
+        // counts only if a listed dispatcher signed it.
+        let evidence = history.get(id.as_str()).filter(|(_, c)| {
+            trust.as_mut().is_none_or(|t| t.verdict(*c).is_ok())
+        });
+        let mut spent = spent_reason(&ledger, evidence, &id, resume, commit)?;
         let mut line = scan::scan_line(repo, commit, id, kind, &oid, resume);
         if let Some(why) = ambiguous {
             let why = format!("the vault/actions tree is ambiguous about this action: {why}");
@@ -181,10 +232,35 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
             report(TOOL, format!("{}: {why}", line.id));
         }
         line.spent = spent;
+        line.replaces = replaces.remove(&line.id);
+        if let (Some(a), Some(blob), None) = (&mut approvals, &line.blob, &line.spent) {
+            if line.action.is_some() {
+                match a.approval(&line.id, blob) {
+                    Ok(found) => line.approval = Some(found),
+                    // A resumed run was admitted when it started; run-action
+                    // checks again if it has to start it afresh.
+                    Err(why) if resume => report(TOOL, format!("{}: {why}", line.id)),
+                    Err(why) => {
+                        report(TOOL, format!("{}: rejected: {why}", line.id));
+                        line.action = None;
+                        line.error = Some(why);
+                    }
+                }
+            }
+        }
         writer.write(&line)?;
+    }
+    if let Some(a) = approvals {
+        // A cache that cannot be written only costs time next run.
+        if let Err(e) = a.store() {
+            report(TOOL, format!("cannot write the approvals cache: {e}"));
+        }
     }
     Ok(())
 }
+
+/// Result blob → its id and the newest commit that put it in place.
+pub type Introduced = HashMap<Oid, (String, Oid)>;
 
 /// What [`advance`] does with a tip that does not descend from the last
 /// one dispatched from.
@@ -208,7 +284,7 @@ fn advance(
     tip: Oid,
     on_rewrite: Rewrite,
     verbose: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Introduced> {
     let not_rewritten = || {
         if on_rewrite == Rewrite::Accept {
             report(
@@ -222,7 +298,7 @@ fn advance(
         None => None,
         Some(last) if last == tip => {
             not_rewritten();
-            return Ok(());
+            return Ok(HashMap::new());
         }
         Some(last) => {
             let forward = repo.graph_descendant_of(tip, last).map_err(|e| {
@@ -236,7 +312,7 @@ fn advance(
                     not_rewritten();
                     Some(last)
                 }
-                (false, Rewrite::Skip) => return Ok(()),
+                (false, Rewrite::Skip) => return Ok(HashMap::new()),
                 (false, Rewrite::Refuse) => {
                     return Err(GitError::Rewritten {
                         old: last,
@@ -284,7 +360,7 @@ fn advance(
     }
     state.store_seen(seen)?;
     state.save_tip(tip)?;
-    Ok(())
+    Ok(learned.introduced)
 }
 
 /// Why `id` must not start: this cache's ledger has a start of it, or the

@@ -64,7 +64,7 @@ pub enum Candidate {
 }
 
 impl Candidate {
-    fn key(&self) -> &str {
+    pub fn key(&self) -> &str {
         match self {
             Candidate::Pending { id, .. }
             | Candidate::Running { id, .. }
@@ -227,7 +227,7 @@ pub fn store_candidates(path: &Path, tree: Oid, candidates: &[Candidate]) -> std
     write_atomically(path, &bytes)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -350,6 +350,24 @@ pub fn candidates(
     }
     out.sort_by(|a, b| a.key().cmp(b.key()));
     Ok(out)
+}
+
+/// The action `id` of the `vault/actions` tree `tree` as pending (its
+/// result file aside), if it has an action file.
+pub fn pending_in(tree: &git2::Tree<'_>, id: &ActionId) -> Option<Candidate> {
+    let entry = tree.get_name(&format!("{id}.json"))?;
+    let kind = match entry.filemode() {
+        0o100644 | 0o100755 => EntryKind::Blob,
+        0o120000 => EntryKind::Symlink,
+        0o160000 => EntryKind::Submodule,
+        _ => return None,
+    };
+    Some(Candidate::Pending {
+        id: id.clone(),
+        kind,
+        oid: entry.id().to_string(),
+        ambiguous: None,
+    })
 }
 
 /// The scan line of one action file.

@@ -108,9 +108,9 @@ pub struct Vanished {
 pub struct Learned {
     pub commits: usize,
     pub vanished: Vec<Vanished>,
-    /// Each result blob a walked commit put in place, with the newest such
-    /// commit: the commit that last changed that result file.
-    pub introduced: HashMap<Oid, Oid>,
+    /// Each result blob a walked commit put in place, with its id and the
+    /// newest such commit: the commit that last changed that result file.
+    pub introduced: HashMap<Oid, (String, Oid)>,
 }
 
 /// For one change of a result file: note what it became in `seen`, and
@@ -172,7 +172,10 @@ pub fn learn(
             let old_results = read_results(repo, old_tree)?;
             for c in changed_results(&old_results, &new_results) {
                 if let Some(blob) = c.new {
-                    learned.introduced.entry(blob).or_insert(at);
+                    learned
+                        .introduced
+                        .entry(blob)
+                        .or_insert_with(|| (c.id.clone(), at));
                 }
                 if let Some(became) = note_change(repo, &mut states, &c, at, seen) {
                     learned.vanished.push(Vanished {

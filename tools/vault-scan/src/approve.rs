@@ -1,0 +1,127 @@
+//! Approvals: which commit approved each action that could run, and, when
+//! `--allowed-signers` is set, whose SSH signature it carries.
+//!
+//! The approving commit of an action is the first-parent commit of the
+//! watched branch that brought its current blob onto the branch (for a
+//! merged pull request: the merge commit). Its signature is checked like
+//! `git verify-commit` with `gpg.ssh.allowedSignersFile`: namespace `git`,
+//! a listed key, valid at the commit's committer time.
+//!
+//! The approving commit of an (id, blob) never changes while the branch
+//! only moves forward (a rewrite stops the scan), so it is remembered in
+//! `<key>.approvals`; the signature is checked on every scan.
+
+use git2::{Oid, Repository};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use vault_core::approval::Approval;
+use vault_core::ActionId;
+use vault_git::sig::{verify_commit, AllowedSigners};
+
+const CACHE_MAGIC: &str = concat!("vault-scan approvals 1 ", env!("CARGO_PKG_VERSION"));
+
+/// Finds and checks approvals for one scan.
+pub struct Approvals<'r> {
+    repo: &'r Repository,
+    tip: Oid,
+    signers: Option<AllowedSigners>,
+    path: PathBuf,
+    known: HashMap<String, Oid>,
+    used: HashMap<String, Oid>,
+    dirty: bool,
+}
+
+impl<'r> Approvals<'r> {
+    /// `signers`: verify signatures against it; `None`: only find the
+    /// approving commit (for expiry).
+    pub fn new(
+        repo: &'r Repository,
+        tip: Oid,
+        signers: Option<AllowedSigners>,
+        path: PathBuf,
+    ) -> Self {
+        let known = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| parse_cache(&t))
+            .unwrap_or_default();
+        Approvals {
+            repo,
+            tip,
+            signers,
+            path,
+            known,
+            used: HashMap::new(),
+            dirty: false,
+        }
+    }
+
+    /// The approval of action `id` at blob `blob`, or why it is not
+    /// approved (the line is then recorded `rejected` with it).
+    pub fn approval(&mut self, id: &ActionId, blob: &str) -> Result<Approval, String> {
+        let key = format!("{id} {blob}");
+        let commit = match self.known.get(&key) {
+            Some(c) => *c,
+            None => {
+                let blob = Oid::from_str(blob).map_err(|e| e.message().to_string())?;
+                let c = vault_git::last_change(self.repo, self.tip, &format!("{id}.json"), blob)
+                    .map_err(|e| format!("cannot find the approving commit: {e}"))?;
+                self.dirty = true;
+                c
+            }
+        };
+        self.used.insert(key, commit);
+        let time = self
+            .repo
+            .find_commit(commit)
+            .map(|c| c.committer().when().seconds())
+            .map_err(|e| format!("cannot read the approving commit {commit}: {}", e.message()))?;
+        let mut approval = Approval {
+            commit: commit.to_string(),
+            time: rfc3339_s(time),
+            principal: None,
+            fingerprint: None,
+        };
+        if let Some(signers) = &self.signers {
+            let v = verify_commit(self.repo, commit, signers)
+                .map_err(|e| format!("not approved: the approving commit {commit} is not validly signed: {e}"))?;
+            approval.principal = Some(v.principal);
+            approval.fingerprint = Some(v.fingerprint);
+        }
+        Ok(approval)
+    }
+
+    /// Remember the approving commits used by this scan.
+    pub fn store(&self) -> std::io::Result<()> {
+        if !self.dirty && self.used.len() == self.known.len() {
+            return Ok(());
+        }
+        let mut text = String::from(CACHE_MAGIC);
+        text.push('\n');
+        let mut keys: Vec<_> = self.used.iter().collect();
+        keys.sort();
+        for (k, c) in keys {
+            text.push_str(&format!("{k} {c}\n"));
+        }
+        crate::scan::write_atomically(&self.path, text.as_bytes())
+    }
+}
+
+fn parse_cache(text: &str) -> Option<HashMap<String, Oid>> {
+    let mut lines = text.lines();
+    if lines.next()? != CACHE_MAGIC {
+        return None;
+    }
+    let mut out = HashMap::new();
+    for line in lines {
+        let (key, commit) = line.rsplit_once(' ')?;
+        out.insert(key.to_string(), Oid::from_str(commit).ok()?);
+    }
+    Some(out)
+}
+
+fn rfc3339_s(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    // Whole seconds: a commit time has no fraction.
+    let s = vault_core::time::rfc3339(t);
+    format!("{}Z", &s[..19])
+}

@@ -1,0 +1,146 @@
+//! Which result and claim files to believe (`--dispatcher-signers`).
+//!
+//! A result or claim file counts only if the first-parent commit that last
+//! changed it is signed by a dispatcher listed in the dispatcher-signers
+//! file. Any other one counts as absent: its action is listed as pending,
+//! with `"replaces": "<blob>"` so that result-write may overwrite exactly
+//! that file. So does the history's evidence of a result: an id is spent by
+//! a result seen in history only if that commit is dispatcher-signed.
+//!
+//! The commits are learned by the same first-parent walk as the history
+//! ([`crate::history::learn`]): `<key>.trust` keeps the result blobs whose
+//! last change is not dispatcher-signed (few: only forgeries), the tip it
+//! is up to date with, and the signers file it was judged with. A missing
+//! or stale file (another signers file, another tip) is rebuilt once from
+//! the whole first-parent history.
+
+use crate::history::{self, SeenIds};
+use crate::Introduced;
+use git2::{ObjectType, Oid, Repository};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use vault_git::sig::{verify_commit, AllowedSigners};
+
+const FORMAT: u32 = 1;
+
+/// A result blob not to believe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Untrusted {
+    pub id: String,
+    pub commit: String,
+    pub why: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    format: u32,
+    signers: String,
+    tip: String,
+    untrusted: BTreeMap<String, Untrusted>,
+}
+
+/// The dispatcher-signed view of one scan.
+pub struct Trust<'r> {
+    repo: &'r Repository,
+    signers: AllowedSigners,
+    verdicts: HashMap<Oid, Result<(), String>>,
+    untrusted: BTreeMap<String, Untrusted>,
+}
+
+impl<'r> Trust<'r> {
+    /// Bring `<key>.trust` up to `tip`. `before`: the last tip this cache
+    /// dispatched from before this scan; `introduced`: what the walk from it
+    /// to `tip` found.
+    pub fn update(
+        repo: &'r Repository,
+        signers_path: &Path,
+        signers: AllowedSigners,
+        store: PathBuf,
+        before: Option<Oid>,
+        tip: Oid,
+        introduced: Introduced,
+    ) -> anyhow::Result<Trust<'r>> {
+        let digest = std::fs::read(signers_path)
+            .ok()
+            .and_then(|b| Oid::hash_object(ObjectType::Blob, &b).ok())
+            .map(|o| o.to_string())
+            .unwrap_or_default();
+        let old: Option<File> = std::fs::read(&store)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|f: &File| {
+                f.format == FORMAT
+                    && f.signers == digest
+                    && Some(f.tip.as_str()) == before.map(|b| b.to_string()).as_deref()
+            });
+        let mut trust = Trust {
+            repo,
+            signers,
+            verdicts: HashMap::new(),
+            untrusted: BTreeMap::new(),
+        };
+        let introduced = match (old, before) {
+            (Some(f), _) => {
+                trust.untrusted = f.untrusted;
+                introduced
+            }
+            // A fresh cache: the walk covered the whole history already.
+            (None, None) => introduced,
+            (None, Some(_)) => history::learn(repo, tip, None, &mut SeenIds::default())?.introduced,
+        };
+        for (blob, (id, commit)) in introduced {
+            match trust.verdict(commit) {
+                Ok(()) => {
+                    trust.untrusted.remove(&blob.to_string());
+                }
+                Err(why) => {
+                    let u = Untrusted {
+                        id,
+                        commit: commit.to_string(),
+                        why,
+                    };
+                    trust.untrusted.insert(blob.to_string(), u);
+                }
+            }
+        }
+        let file = File {
+            format: FORMAT,
+            signers: digest,
+            tip: tip.to_string(),
+            untrusted: trust.untrusted.clone(),
+        };
+        crate::scan::write_atomically(&store, &serde_json::to_vec(&file)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", store.display()))?;
+        Ok(trust)
+    }
+
+    /// Whether `commit` is signed by a listed dispatcher, and if not why.
+    pub fn verdict(&mut self, commit: Oid) -> Result<(), String> {
+        let (repo, signers) = (self.repo, &self.signers);
+        self.verdicts
+            .entry(commit)
+            .or_insert_with(|| {
+                verify_commit(repo, commit, signers)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// The result files at the tip not to believe: id → (blob, why).
+    pub fn disbelieved(&self, actions: &git2::Tree<'_>) -> BTreeMap<String, (String, String)> {
+        let mut out = BTreeMap::new();
+        for (blob, u) in &self.untrusted {
+            let name = format!("{}{}", u.id, ".result.json");
+            if actions.get_name(&name).is_some_and(|e| e.id().to_string() == *blob) {
+                let why = format!(
+                    "its result file (blob {blob}) was last changed by commit {}, which is not signed by a listed dispatcher ({}); it counts as absent",
+                    u.commit, u.why
+                );
+                out.insert(u.id.clone(), (blob.clone(), why));
+            }
+        }
+        out
+    }
+}
