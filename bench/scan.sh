@@ -7,6 +7,10 @@
 # A second phase lands one more result (the vault/actions tree changes, so
 # the tree cache misses and only the result-blob cache helps) and times one
 # scan of that. A fresh cache's one-time history learning is timed too.
+# A third phase times the warm scan with approvals verified and results
+# believed only when dispatcher-signed (the bench commit is signed with an
+# ssh key, listed in both allowed-signers files) against the same scan with
+# both off, interleaved in the same run: the cost of verification.
 # Not a test: it prints numbers, it asserts nothing.
 #
 # Usage: bench/scan.sh [finished] [pending] [reps]   (default 100000 10 15)
@@ -51,8 +55,12 @@ vault=$(printf '040000 tree %s\tactions\n' "$actions" | git --git-dir="$bare" mk
 readme=$(echo "ops repo" | git --git-dir="$bare" hash-object -w --stdin)
 root=$(printf '100644 blob %s\tREADME.md\n040000 tree %s\tvault\n' "$readme" "$vault" |
     git --git-dir="$bare" mktree)
+# Signed (gpg.format=ssh), so that phase 3 can verify it.
+ssh-keygen -q -t ed25519 -N '' -f "$work/key"
+echo "bench $(cut -d' ' -f1,2 "$work/key.pub")" >"$work/signers"
 commit=$(echo bench | GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@vault-dispatch.invalid \
-    GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@vault-dispatch.invalid git --git-dir="$bare" commit-tree "$root")
+    GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@vault-dispatch.invalid \
+    git --git-dir="$bare" -c gpg.format=ssh -c user.signingKey="$work/key" commit-tree -S "$root")
 git --git-dir="$bare" update-ref refs/heads/main "$commit"
 build_ms=$((($(date +%s%N) - start) / 1000000))
 entries=$(git --git-dir="$bare" ls-tree -r "$commit" | wc -l)
@@ -90,6 +98,22 @@ ratio=$(awk -v a="$scan_med" -v b="$ls_med" 'BEGIN { printf "%.3f", a / b }')
 warm_rss=$(rss_kib "${scan[@]}")
 ls_rss=$(rss_kib git --git-dir="$bare" ls-tree -r "$commit")
 
+# Phase 3: the same warm scan with both signature checks on, interleaved
+# with it off. The first run with them on fills their caches (untimed).
+signed=(env VAULT_ALLOWED_SIGNERS="$work/signers" VAULT_DISPATCHER_SIGNERS="$work/signers" "${scan[@]}")
+"${signed[@]}" >"$work/signed.out"
+approved=$(grep -c '"principal":"bench"' "$work/signed.out" || true)
+off_times=$work/off.txt
+on_times=$work/on.txt
+for _ in $(seq "$reps"); do
+    time_us "${scan[@]}" >>"$off_times"
+    time_us "${signed[@]}" >>"$on_times"
+done
+off_med=$(median <"$off_times")
+on_med=$(median <"$on_times")
+sig_ratio=$(awk -v a="$on_med" -v b="$off_med" 'BEGIN { printf "%.3f", a / b }')
+per_action=$(awk -v a="$on_med" -v b="$off_med" -v p="$pending" 'BEGIN { printf "%.3f", (a - b) / p }')
+
 # Phase 2: one more result lands; the tree cache misses, the result-blob
 # cache answers for the 100,000 others.
 id=$(printf 'act-%06d' $((finished + 1)))
@@ -121,4 +145,8 @@ warm scan peak RSS:                      $warm_rss KiB   (target < 65536)
 git ls-tree -r peak RSS:                 $ls_rss KiB
 one new result landed (tree changed):    $changed_ms ms
 fresh cache, history learned once:       $learn
+signatures on, warm scan, median of $reps: $on_med ms ($approved of $lines lines carry a verified approval)
+signatures off, same run, median of $reps: $off_med ms
+ratio signatures on / off:               $sig_ratio   (target < 2.0)
+verification cost per pending action:    $per_action ms
 REPORT

@@ -22,6 +22,7 @@
 //! it to the reader which one counts, so a reviewer may read the first while
 //! serde keeps the last): ambiguous input is rejected, not resolved.
 
+use crate::layout::ACTION_SUFFIX;
 use crate::names::{ActionId, NameError, SecretName};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -97,7 +98,7 @@ pub enum ActionError {
     TooLarge(usize),
     #[error("action file is not valid JSON for schema 1: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("action id {id:?} does not match its file name {stem:?}.json")]
+    #[error("action id {id:?} does not match its file name {stem:?}{ACTION_SUFFIX}")]
     StemMismatch { id: String, stem: String },
     #[error("action names both \"formula\" and \"command\": give exactly one")]
     BothFormulaAndCommand,

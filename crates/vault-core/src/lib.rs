@@ -2,8 +2,8 @@
 //!
 //! Everything two tools must agree on lives here and nowhere else: the
 //! action file ([`action::Action`]), the scan line ([`scan::ScanLine`]),
-//! the result ([`result::ActionResult`]), id and secret-name validation
-//! ([`names`]), the settings several tools read ([`settings`]), JSON Lines
+//! the result ([`result::ActionResult`]), the ops repo's folders and file
+//! suffixes ([`layout`]), id and secret-name validation ([`names`]), the settings several tools read ([`settings`]), JSON Lines
 //! I/O ([`jsonl`]), the exit-code table ([`exit::Exit`]) and the one-line
 //! error report ([`report`]).
 //!
@@ -19,6 +19,7 @@ pub mod cli;
 pub mod exit;
 pub mod glob;
 pub mod jsonl;
+pub mod layout;
 pub mod ledger;
 pub mod names;
 pub mod result;

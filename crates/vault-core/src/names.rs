@@ -6,6 +6,7 @@
 //! Both are checked before anything touches the file system, so a name can
 //! never carry a path separator, `..`, or a leading dash into a path or argv.
 
+use crate::layout::{ACTIONS_DIR, ACTION_SUFFIX, RESULT_SUFFIX};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
@@ -56,14 +57,24 @@ impl ActionId {
         &self.0
     }
 
+    /// `<id>.json`: the action file's name in `vault/actions`.
+    pub fn action_file_name(&self) -> String {
+        format!("{}{ACTION_SUFFIX}", self.0)
+    }
+
+    /// `<id>.result.json`: the result file's name in `vault/actions`.
+    pub fn result_file_name(&self) -> String {
+        format!("{}{RESULT_SUFFIX}", self.0)
+    }
+
     /// `vault/actions/<id>.json`
     pub fn action_path(&self) -> String {
-        format!("{}/{}.json", crate::scan::ACTIONS_DIR, self.0)
+        format!("{ACTIONS_DIR}/{}", self.action_file_name())
     }
 
     /// `vault/actions/<id>.result.json`
     pub fn result_path(&self) -> String {
-        format!("{}/{}.result.json", crate::scan::ACTIONS_DIR, self.0)
+        format!("{ACTIONS_DIR}/{}", self.result_file_name())
     }
 
     /// The container name: `vault-<id>`.
@@ -180,6 +191,7 @@ mod tests {
         let id = ActionId::parse("p-1").unwrap();
         assert_eq!(id.action_path(), "vault/actions/p-1.json");
         assert_eq!(id.result_path(), "vault/actions/p-1.result.json");
+        assert_eq!(id.result_file_name(), "p-1.result.json");
         assert_eq!(id.container_name(), "vault-p-1");
     }
 

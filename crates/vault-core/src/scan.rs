@@ -24,9 +24,6 @@ use crate::names::ActionId;
 use crate::result::Status;
 use serde::{Deserialize, Serialize};
 
-/// The only folder of the ops repo any tool reads or writes.
-pub const ACTIONS_DIR: &str = "vault/actions";
-
 pub const SCAN_SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -80,8 +80,9 @@ pub enum GitError {
     AcceptMismatch { given: String, tip: Oid },
     #[error("{0}")]
     Config(String),
-    /// The branch's tree is not laid out as the contract says.
-    #[error("{0}")]
+    /// The branch's tree is not laid out as the contract says: this path
+    /// (`vault` or `vault/actions`) is there but not a folder.
+    #[error("{0:?} on the branch is not a folder")]
     Layout(&'static str),
     #[error("{context}: {source}")]
     Git {

@@ -2,6 +2,7 @@
 
 use crate::GitError;
 use git2::{Commit, ObjectType, Oid, Repository, Tree};
+use vault_core::layout::{ACTIONS_DIR, ACTIONS_SUBDIR, VAULT_DIR};
 
 /// The id of the `vault/actions` tree in `commit`'s tree, if it is a tree.
 /// Nothing else of the commit's tree is read.
@@ -10,7 +11,7 @@ pub fn actions_tree_id(repo: &Repository, commit: Oid) -> Result<Option<Oid>, Gi
         .find_commit(commit)
         .and_then(|c| c.tree())
         .map_err(GitError::git(format!("cannot read commit {commit}")))?;
-    let Some(vault) = root.get_name("vault") else {
+    let Some(vault) = root.get_name(VAULT_DIR) else {
         return Ok(None);
     };
     if vault.kind() != Some(ObjectType::Tree) {
@@ -18,9 +19,9 @@ pub fn actions_tree_id(repo: &Repository, commit: Oid) -> Result<Option<Oid>, Gi
     }
     let vault = repo
         .find_tree(vault.id())
-        .map_err(GitError::git("cannot read the vault/ tree"))?;
+        .map_err(GitError::git(format!("cannot read the {VAULT_DIR}/ tree")))?;
     Ok(vault
-        .get_name("actions")
+        .get_name(ACTIONS_SUBDIR)
         .filter(|e| e.kind() == Some(ObjectType::Tree))
         .map(|e| e.id()))
 }
@@ -44,25 +45,21 @@ impl<'r> Tip<'r> {
         let root = commit
             .tree()
             .map_err(GitError::git(format!("cannot read the tree of {base}")))?;
-        let vault = match root.get_name("vault") {
+        let vault = match root.get_name(VAULT_DIR) {
             None => None,
             Some(e) if e.kind() == Some(ObjectType::Tree) => Some(
                 repo.find_tree(e.id())
-                    .map_err(GitError::git("cannot read vault"))?,
+                    .map_err(GitError::git(format!("cannot read {VAULT_DIR}")))?,
             ),
-            Some(_) => return Err(GitError::Layout("\"vault\" on the branch is not a folder")),
+            Some(_) => return Err(GitError::Layout(VAULT_DIR)),
         };
-        let actions = match vault.as_ref().and_then(|v| v.get_name("actions")) {
+        let actions = match vault.as_ref().and_then(|v| v.get_name(ACTIONS_SUBDIR)) {
             None => None,
             Some(e) if e.kind() == Some(ObjectType::Tree) => Some(
                 repo.find_tree(e.id())
-                    .map_err(GitError::git("cannot read vault/actions"))?,
+                    .map_err(GitError::git(format!("cannot read {ACTIONS_DIR}")))?,
             ),
-            Some(_) => {
-                return Err(GitError::Layout(
-                    "\"vault/actions\" on the branch is not a folder",
-                ))
-            }
+            Some(_) => return Err(GitError::Layout(ACTIONS_DIR)),
         };
         Ok(Tip {
             commit,
@@ -86,10 +83,10 @@ impl<'r> Tip<'r> {
             }
             let actions_id = tb.write()?;
             let mut vb = repo.treebuilder(self.vault.as_ref())?;
-            vb.insert("actions", actions_id, 0o040000)?;
+            vb.insert(ACTIONS_SUBDIR, actions_id, 0o040000)?;
             let vault_id = vb.write()?;
             let mut rb = repo.treebuilder(Some(&self.root))?;
-            rb.insert("vault", vault_id, 0o040000)?;
+            rb.insert(VAULT_DIR, vault_id, 0o040000)?;
             repo.find_tree(rb.write()?)
         };
         build().map_err(GitError::git("cannot build the new tree"))
@@ -156,6 +153,9 @@ mod tests {
             .unwrap();
         let bad = repo.find_tree(rb.write().unwrap()).unwrap();
         let bad = repo.commit(None, &sig, &sig, "m", &bad, &[]).unwrap();
-        assert!(matches!(Tip::read(&repo, bad), Err(GitError::Layout(_))));
+        let Err(e @ GitError::Layout(_)) = Tip::read(&repo, bad) else {
+            panic!("a vault file is no vault folder");
+        };
+        assert_eq!(e.to_string(), "\"vault\" on the branch is not a folder");
     }
 }

@@ -442,7 +442,7 @@ fn decide(
     let mut outcomes = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let r = &item.result;
-        let name = format!("{}.result.json", r.id);
+        let name = r.id.result_file_name();
         let current = match pending.get(&name) {
             Some(&j) => Existing::Result(
                 Box::new(items[j].result.clone()),

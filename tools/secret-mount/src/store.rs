@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use vault_core::layout::{AGE_SUFFIX, ENC_SUFFIX};
 use vault_core::SecretName;
 use zeroize::Zeroizing;
 
@@ -36,7 +37,9 @@ pub enum StoreError {
     IdentityInvalid { path: PathBuf, why: String },
     #[error("identity file {path} holds no identity")]
     NoIdentity { path: PathBuf },
-    #[error("secret {name:?}: not in the store {store} (no {name}.age or {name}.enc)")]
+    #[error(
+        "secret {name:?}: not in the store {store} (no {name}{AGE_SUFFIX} or {name}{ENC_SUFFIX})"
+    )]
     Missing { name: String, store: PathBuf },
     #[error("secret {name:?}: {file} is a symlink; refusing to follow it")]
     Symlink { name: String, file: PathBuf },
@@ -210,8 +213,8 @@ pub fn decrypt_all(
 /// never anything but a regular file, never blocking on a FIFO.
 fn open_secret(store: &Path, name: &SecretName) -> Result<(File, PathBuf), StoreError> {
     let n = name.as_str();
-    for ext in ["age", "enc"] {
-        let file = store.join(format!("{n}.{ext}"));
+    for suffix in [AGE_SUFFIX, ENC_SUFFIX] {
+        let file = store.join(format!("{n}{suffix}"));
         let opened = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(

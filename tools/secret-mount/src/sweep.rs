@@ -3,9 +3,28 @@
 //! so a reused pid is not mistaken for it.
 
 use crate::dir::{io_err, remove_run_dir, DirError, Placement};
+use crate::{Failure, TOOL};
 use std::fs;
 use std::io;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use vault_core::{report, Exit};
+
+/// `secret-mount sweep`: sweep every place, report each directory removed
+/// and each failure; 1 when something could not be removed, else 0.
+pub fn run(places: &[Placement]) -> ExitCode {
+    let mut exit = Exit::Ok;
+    for place in places {
+        let (removed, errors) = sweep(place);
+        for path in removed {
+            report(TOOL, format!("swept {}", path.display()));
+        }
+        for e in errors {
+            exit = crate::exit_for(&Failure::Sweep(e));
+        }
+    }
+    exit.into()
+}
 
 /// Remove every run directory under `place` whose owner process is gone.
 /// Returns the removed paths and the first error, having tried them all.

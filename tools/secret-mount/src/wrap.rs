@@ -1,9 +1,9 @@
 //! Wrapper mode: `secret-mount [--names A,B] -- CMD...`.
 
-use crate::cli::{PlaceArgs, WrapArgs};
-use crate::dir::{Placement, SecretDir};
+use crate::config::WrapConfig;
+use crate::dir::SecretDir;
 use crate::store;
-use crate::TOOL;
+use crate::{Failure, TOOL};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
@@ -25,13 +25,19 @@ struct Request {
     stdin: Option<Vec<u8>>,
 }
 
-/// Why nothing ran.
-enum Refusal {
+/// Why nothing ran; reported (and its exit code chosen) by
+/// [`crate::exit_for`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
     /// A usage error (exit 2): nothing read, nothing recorded.
+    #[error("{0}")]
     Usage(String),
-    /// Nothing to record it against: report only.
+    /// Nothing to record it against: report only (exit 1).
+    #[error("{0}")]
     Plain(String),
-    /// Recorded against the scan line: report and print this result.
+    /// Recorded against the scan line: report and print this result
+    /// (exit 5).
+    #[error("{}", .0.error.as_deref().unwrap_or_default())]
     Recorded(Box<ActionResult>),
 }
 
@@ -53,8 +59,8 @@ impl Refusal {
 
 const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
-pub fn run(args: WrapArgs, place: PlaceArgs, cmd: Vec<OsString>) -> ExitCode {
-    match prepare(&args, &place, cmd) {
+pub fn run(config: WrapConfig) -> ExitCode {
+    match prepare(config) {
         Ok(prepared) => run_child(prepared),
         Err(refusal) => refuse(refusal),
     }
@@ -77,13 +83,23 @@ struct Prepared {
 }
 
 /// Check the flags, read the request, decrypt and mount: all or nothing.
-fn prepare(args: &WrapArgs, place: &PlaceArgs, cmd: Vec<OsString>) -> Result<Prepared, Refusal> {
-    let Some(identity) = args.identity.clone() else {
+fn prepare(config: WrapConfig) -> Result<Prepared, Refusal> {
+    let WrapConfig {
+        names,
+        identity,
+        store: store_dir,
+        runner_user,
+        dispatcher_id,
+        size,
+        placement,
+        cmd,
+    } = config;
+    let Some(identity) = identity else {
         return Err(Refusal::Usage(
             "no identity: give --identity FILE or set VAULT_IDENTITY".into(),
         ));
     };
-    let Some(store_dir) = args.secrets.clone() else {
+    let Some(store_dir) = store_dir else {
         return Err(Refusal::Usage(
             "no secret store: give --secrets DIR or set VAULT_SECRETS".into(),
         ));
@@ -94,14 +110,14 @@ fn prepare(args: &WrapArgs, place: &PlaceArgs, cmd: Vec<OsString>) -> Result<Pre
             "no command: secret-mount [OPTIONS] -- CMD [ARGS...]".into(),
         ));
     };
-    let dispatcher = vault_core::DispatcherId::or_host(args.dispatcher_id.clone())
+    let dispatcher = vault_core::DispatcherId::or_host(dispatcher_id)
         .map_err(|e| Refusal::Usage(e.to_string()))?
         .to_string();
 
     // Every name is validated (by clap or serde) before any file is opened.
-    let request = match &args.names {
-        Some(list) => Request {
-            names: list.0.clone(),
+    let request = match names {
+        Some(names) => Request {
+            names,
             scan: None,
             stdin: None,
         },
@@ -112,7 +128,7 @@ fn prepare(args: &WrapArgs, place: &PlaceArgs, cmd: Vec<OsString>) -> Result<Pre
         |status: Status, message: String| Refusal::of(scan.as_ref(), status, message, &dispatcher);
 
     let secrets = store::load_identity(&identity)
-        .and_then(|ids| store::decrypt_all(&store_dir, &request.names, &ids, args.size))
+        .and_then(|ids| store::decrypt_all(&store_dir, &request.names, &ids, size))
         .map_err(|e| refusal(Status::Error, e.to_string()))?;
 
     // From here on a signal must not kill us with the secrets mounted: take
@@ -130,15 +146,8 @@ fn prepare(args: &WrapArgs, place: &PlaceArgs, cmd: Vec<OsString>) -> Result<Pre
     let pending = SignalFd::with_flags(&term_set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| refusal(Status::Error, format!("cannot watch signals: {e}")))?;
 
-    let placement = match &place.in_tmpfs_dir {
-        Some(dir) => Placement::InTmpfs { dir: dir.clone() },
-        None => Placement::Mount {
-            root: place.mount_root.clone(),
-        },
-    };
-    let dir = crate::dir::run_dir_name(&dispatcher).and_then(|name| {
-        SecretDir::create(&placement, &name, args.runner_user, args.size, &secrets)
-    });
+    let dir = crate::dir::run_dir_name(&dispatcher)
+        .and_then(|name| SecretDir::create(&placement, &name, runner_user, size, &secrets));
     // The plaintext now lives in the directory only; zero our copies.
     drop(secrets);
     let dir = dir.map_err(|e| {
@@ -245,10 +254,7 @@ fn run_child(p: Prepared) -> ExitCode {
                 .unwrap_or(1);
             ExitCode::from(u8::try_from(code).unwrap_or(255))
         }
-        Err(e) => {
-            report(TOOL, format!("cannot wait for the command: {e}"));
-            Exit::Failure.into()
-        }
+        Err(e) => crate::exit_for(&Failure::Wait(e)).into(),
     }
 }
 
@@ -316,25 +322,15 @@ fn read_request(dispatcher: &str) -> Result<Request, Refusal> {
 
 /// Report a refusal; with a scan line, also print its result line.
 fn refuse(refusal: Refusal) -> ExitCode {
-    let result = match refusal {
-        Refusal::Usage(message) => {
-            report(TOOL, message);
-            return Exit::Usage.into();
-        }
-        Refusal::Plain(message) => {
-            report(TOOL, message);
-            return Exit::Failure.into();
-        }
-        Refusal::Recorded(result) => result,
+    let exit = crate::exit_for(&refusal);
+    let Refusal::Recorded(result) = refusal else {
+        return exit.into();
     };
-    report(TOOL, result.error.as_deref().unwrap_or_default());
     match jsonl::Writer::new(io::stdout().lock()).write(&result) {
-        Ok(()) => Exit::NotSucceeded.into(),
-        Err(e) => {
-            if !jsonl::is_broken_pipe(&e) {
-                report(TOOL, format!("cannot write the result line: {e}"));
-            }
-            Exit::Failure.into()
-        }
+        Ok(()) => exit.into(),
+        // Nobody reads the result line: it is not delivered, so this is no
+        // "result printed" exit (and no message: the reader is gone).
+        Err(e) if jsonl::is_broken_pipe(&e) => Exit::Failure.into(),
+        Err(e) => crate::exit_for(&Failure::ResultLine(e)).into(),
     }
 }

@@ -63,7 +63,7 @@ impl<'r> Approvals<'r> {
             Some(c) => *c,
             None => {
                 let blob = Oid::from_str(blob).map_err(|e| e.message().to_string())?;
-                let c = vault_git::last_change(self.repo, self.tip, &format!("{id}.json"), blob)
+                let c = vault_git::last_change(self.repo, self.tip, &id.action_file_name(), blob)
                     .map_err(|e| format!("cannot find the approving commit: {e}"))?;
                 self.dirty = true;
                 c

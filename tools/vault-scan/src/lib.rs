@@ -50,6 +50,7 @@ use scan::Candidate;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use vault_git::sig::AllowedSigners;
+use vault_core::layout::ACTIONS_DIR;
 use vault_core::ledger::Ledger;
 use vault_core::{jsonl, report, ActionId, Exit};
 use vault_git::GitError;
@@ -206,7 +207,7 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
                 continue;
             }
             Candidate::BadName { name, reason } => {
-                report(TOOL, format!("vault/actions/{name}: {reason}; skipped"));
+                report(TOOL, format!("{ACTIONS_DIR}/{name}: {reason}; skipped"));
                 continue;
             }
         };

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use vault_core::layout::{ACTION_SUFFIX, RESULT_SUFFIX};
 use vault_core::{Action, ActionError, ActionId, ScanLine, Status};
 
 /// Result files larger than this are not parsed (a real one is < 1 MiB).
@@ -282,12 +283,13 @@ pub fn candidates(
     let mut out = Vec::new();
     for entry in tree.iter() {
         let name = entry.name_bytes();
-        let Some(stem) = name.strip_suffix(b".json") else {
-            continue;
-        };
-        if stem.ends_with(b".result") {
+        // Action files only: `<id>.json`, not `<id>.result.json`.
+        if name.ends_with(RESULT_SUFFIX.as_bytes()) {
             continue;
         }
+        let Some(stem) = name.strip_suffix(ACTION_SUFFIX.as_bytes()) else {
+            continue;
+        };
         let kind = match entry.filemode() {
             0o100644 | 0o100755 => EntryKind::Blob,
             0o120000 => EntryKind::Symlink,
@@ -321,7 +323,7 @@ pub fn candidates(
         } else if listed.contains(&id) {
             continue; // the second entry of an ambiguous id: listed once
         }
-        let result = tree.get_name(&format!("{id}.result.json"));
+        let result = tree.get_name(&id.result_file_name());
         let Some(result) = result else {
             out.push(Candidate::Pending {
                 id,
@@ -355,7 +357,7 @@ pub fn candidates(
 /// The action `id` of the `vault/actions` tree `tree` as pending (its
 /// result file aside), if it has an action file.
 pub fn pending_in(tree: &git2::Tree<'_>, id: &ActionId) -> Option<Candidate> {
-    let entry = tree.get_name(&format!("{id}.json"))?;
+    let entry = tree.get_name(&id.action_file_name())?;
     let kind = match entry.filemode() {
         0o100644 | 0o100755 => EntryKind::Blob,
         0o120000 => EntryKind::Symlink,

@@ -38,6 +38,7 @@
 use git2::{ObjectType, Oid, Repository};
 use std::collections::HashMap;
 use std::fmt;
+use vault_core::layout::{ACTIONS_DIR, ACTION_SUFFIX, RESULT_SUFFIX};
 use vault_core::ActionId;
 
 /// Longest name a reason shows (in characters).
@@ -85,8 +86,8 @@ impl TreeProblem {
 impl fmt::Display for TreeProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {
-            Some(name) => write!(f, "{}/{}: ", vault_core::scan::ACTIONS_DIR, shown(name))?,
-            None => write!(f, "{}: ", vault_core::scan::ACTIONS_DIR)?,
+            Some(name) => write!(f, "{ACTIONS_DIR}/{}: ", shown(name))?,
+            None => write!(f, "{ACTIONS_DIR}: ")?,
         }
         write!(f, "{} (git fsck: {})", self.reason, self.check)
     }
@@ -111,8 +112,8 @@ fn shown(name: &str) -> String {
 pub fn action_id_of(name: &[u8]) -> Option<ActionId> {
     let name = std::str::from_utf8(name).ok()?;
     let stem = name
-        .strip_suffix(".result.json")
-        .or_else(|| name.strip_suffix(".json"))?;
+        .strip_suffix(RESULT_SUFFIX)
+        .or_else(|| name.strip_suffix(ACTION_SUFFIX))?;
     ActionId::parse(stem).ok()
 }
 

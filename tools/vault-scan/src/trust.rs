@@ -132,7 +132,7 @@ impl<'r> Trust<'r> {
     pub fn disbelieved(&self, actions: &git2::Tree<'_>) -> BTreeMap<String, (String, String)> {
         let mut out = BTreeMap::new();
         for (blob, u) in &self.untrusted {
-            let name = format!("{}{}", u.id, ".result.json");
+            let name = format!("{}{}", u.id, vault_core::layout::RESULT_SUFFIX);
             if actions.get_name(&name).is_some_and(|e| e.id().to_string() == *blob) {
                 let why = format!(
                     "its result file (blob {blob}) was last changed by commit {}, which is not signed by a listed dispatcher ({}); it counts as absent",

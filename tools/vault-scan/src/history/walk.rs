@@ -53,7 +53,7 @@ fn read_results(repo: &Repository, tree: Option<Oid>) -> Result<Results, git2::E
             continue;
         }
         let stem = name
-            .strip_suffix(b".result.json")
+            .strip_suffix(vault_core::layout::RESULT_SUFFIX.as_bytes())
             .and_then(|s| std::str::from_utf8(s).ok())
             .filter(|s| ActionId::parse(s).is_ok());
         if let Some(stem) = stem {
