@@ -99,6 +99,14 @@ pub struct WrapArgs {
         value_parser = parse_size
     )]
     pub size: u64,
+
+    /// The image of actions that name none (as run-action's), checked
+    /// against the policy's images
+    #[arg(long, env = "VAULT_RUNNER_IMAGE", value_name = "IMAGE")]
+    pub runner_image: Option<String>,
+
+    #[command(flatten)]
+    pub admit: vault_core::cli::AdmitArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,6 +4,7 @@
 use crate::dir::Placement;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use vault_core::admit::Admission;
 use vault_core::{DispatcherId, RunnerUser, SecretName};
 
 /// Wrapper mode (`secret-mount [OPTIONS] -- CMD...`), as given: a missing
@@ -27,4 +28,9 @@ pub struct WrapConfig {
     pub placement: Placement,
     /// The command and its arguments (after `--`).
     pub cmd: Vec<OsString>,
+    /// The image of actions that name none (`--runner-image`).
+    pub runner_image: Option<String>,
+    /// The admission checks, or why they cannot be applied (a policy file
+    /// that does not parse): then nothing is decrypted.
+    pub admission: Result<Admission, String>,
 }

@@ -62,6 +62,8 @@ fn wrap_config(
             },
         },
         cmd,
+        runner_image: args.runner_image.filter(|i| !i.is_empty()),
+        admission: args.admit.admission().map_err(|e| e.to_string()),
     }
 }
 

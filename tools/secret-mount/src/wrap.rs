@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode, Stdio};
+use vault_core::admit::Admission;
 use vault_core::jsonl::{self, MAX_LINE_BYTES};
 use vault_core::result::refusal_message;
 use vault_core::{report, ActionResult, Exit, ScanLine, SecretName, Status};
@@ -93,7 +94,11 @@ fn prepare(config: WrapConfig) -> Result<Prepared, Refusal> {
         size,
         placement,
         cmd,
+        runner_image,
+        admission,
     } = config;
+    // A configured check that cannot be applied stops everything.
+    let admission = admission.map_err(Refusal::Plain)?;
     let Some(identity) = identity else {
         return Err(Refusal::Usage(
             "no identity: give --identity FILE or set VAULT_IDENTITY".into(),
@@ -116,12 +121,17 @@ fn prepare(config: WrapConfig) -> Result<Prepared, Refusal> {
 
     // Every name is validated (by clap or serde) before any file is opened.
     let request = match names {
+        Some(_) if admission.verified || admission.policy.is_some() => {
+            return Err(Refusal::Usage(
+                "--names has no action to check approvals and the policy against: it cannot be used while VAULT_ALLOWED_SIGNERS or VAULT_POLICY is set".into(),
+            ))
+        }
         Some(names) => Request {
             names,
             scan: None,
             stdin: None,
         },
-        None => read_request(&dispatcher)?,
+        None => read_request(&dispatcher, &admission, runner_image.as_deref())?,
     };
     let scan = request.scan.clone();
     let refusal =
@@ -271,7 +281,11 @@ fn take_pending(fd: &SignalFd) -> Option<Signal> {
 
 /// Read the one scan line from stdin and the secret names its action asks
 /// for.
-fn read_request(dispatcher: &str) -> Result<Request, Refusal> {
+fn read_request(
+    dispatcher: &str,
+    admission: &Admission,
+    runner_image: Option<&str>,
+) -> Result<Request, Refusal> {
     let mut buf = Vec::new();
     io::stdin()
         .lock()
@@ -310,7 +324,16 @@ fn read_request(dispatcher: &str) -> Result<Request, Refusal> {
         return Err(Refusal::of(Some(&scan), status, message, dispatcher));
     }
     let names = match scan.valid_action() {
-        Ok(a) => a.secrets.clone(),
+        Ok(a) => {
+            // Approval, expiry and policy, before anything is decrypted (a
+            // resumed run was admitted when it started).
+            let image = a.image.as_deref().or(runner_image);
+            let first = !scan.resume;
+            if let Err(why) = admission.check(&scan, a, image, first, vault_core::admit::now_ms()) {
+                return Err(Refusal::of(Some(&scan), Status::Rejected, why, dispatcher));
+            }
+            a.secrets.clone()
+        }
         Err(why) => return Err(Refusal::plain(format!("action {}: {why}", scan.id))),
     };
     Ok(Request {
