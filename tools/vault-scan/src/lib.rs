@@ -142,10 +142,11 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     let mut trust = None;
     if let (Some(signers), Some(path)) = (dispatchers, cli.trust.dispatcher_signers()) {
         let store = ops.state_path("trust.json");
-        let t = trust::Trust::update(repo, &path, signers, store, before, commit, introduced)?;
-        let actions = repo.find_tree(tree)?;
-        let disbelieved = t.disbelieved(&actions);
+        let mut t = trust::Trust::update(repo, &path, signers, store, before, commit, introduced)?;
+        let disbelieved = t.disbelieved(tree)?;
+        t.save()?;
         if !disbelieved.is_empty() {
+            let actions = repo.find_tree(tree)?;
             candidates.retain(|c| !disbelieved.contains_key(c.key()));
             for (id, (blob, why)) in disbelieved {
                 report(TOOL, format!("{id}: {why}"));

@@ -32,12 +32,19 @@ pub struct Untrusted {
     pub why: String,
 }
 
+/// Id → (blob, why): the result files of one tree not to believe.
+pub type Disbelieved = BTreeMap<String, (String, String)>;
+
 #[derive(Serialize, Deserialize)]
 struct File {
     format: u32,
     signers: String,
     tip: String,
     untrusted: BTreeMap<String, Untrusted>,
+    /// What [`Trust::disbelieved`] found in this `vault/actions` tree: a
+    /// tree of 200,000 entries is not parsed again while it is unchanged.
+    #[serde(default)]
+    memo: Option<(String, Disbelieved)>,
 }
 
 /// The dispatcher-signed view of one scan.
@@ -45,7 +52,8 @@ pub struct Trust<'r> {
     repo: &'r Repository,
     signers: AllowedSigners,
     verdicts: HashMap<Oid, Result<(), String>>,
-    untrusted: BTreeMap<String, Untrusted>,
+    file: File,
+    store: PathBuf,
 }
 
 impl<'r> Trust<'r> {
@@ -78,11 +86,21 @@ impl<'r> Trust<'r> {
             repo,
             signers,
             verdicts: HashMap::new(),
-            untrusted: BTreeMap::new(),
+            file: File {
+                format: FORMAT,
+                signers: digest,
+                tip: tip.to_string(),
+                untrusted: BTreeMap::new(),
+                memo: None,
+            },
+            store,
         };
         let introduced = match (old, before) {
             (Some(f), _) => {
-                trust.untrusted = f.untrusted;
+                trust.file.untrusted = f.untrusted;
+                if introduced.is_empty() {
+                    trust.file.memo = f.memo;
+                }
                 introduced
             }
             // A fresh cache: the walk covered the whole history already.
@@ -92,7 +110,7 @@ impl<'r> Trust<'r> {
         for (blob, (id, commit)) in introduced {
             match trust.verdict(commit) {
                 Ok(()) => {
-                    trust.untrusted.remove(&blob.to_string());
+                    trust.file.untrusted.remove(&blob.to_string());
                 }
                 Err(why) => {
                     let u = Untrusted {
@@ -100,19 +118,18 @@ impl<'r> Trust<'r> {
                         commit: commit.to_string(),
                         why,
                     };
-                    trust.untrusted.insert(blob.to_string(), u);
+                    trust.file.untrusted.insert(blob.to_string(), u);
                 }
             }
         }
-        let file = File {
-            format: FORMAT,
-            signers: digest,
-            tip: tip.to_string(),
-            untrusted: trust.untrusted.clone(),
-        };
-        crate::scan::write_atomically(&store, &serde_json::to_vec(&file)?)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", store.display()))?;
         Ok(trust)
+    }
+
+    /// Remember what this scan learned (before anything is dispatched).
+    pub fn save(&self) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(&self.file)?;
+        crate::scan::write_atomically(&self.store, &bytes)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.store.display()))
     }
 
     /// Whether `commit` is signed by a listed dispatcher, and if not why.
@@ -128,10 +145,20 @@ impl<'r> Trust<'r> {
             .clone()
     }
 
-    /// The result files at the tip not to believe: id → (blob, why).
-    pub fn disbelieved(&self, actions: &git2::Tree<'_>) -> BTreeMap<String, (String, String)> {
-        let mut out = BTreeMap::new();
-        for (blob, u) in &self.untrusted {
+    /// The result files of the `vault/actions` tree `tree` not to believe.
+    pub fn disbelieved(&mut self, tree: Oid) -> anyhow::Result<Disbelieved> {
+        if self.file.untrusted.is_empty() {
+            return Ok(Disbelieved::new());
+        }
+        let key = tree.to_string();
+        if let Some((t, found)) = &self.file.memo {
+            if *t == key {
+                return Ok(found.clone());
+            }
+        }
+        let actions = self.repo.find_tree(tree)?;
+        let mut out = Disbelieved::new();
+        for (blob, u) in &self.file.untrusted {
             let name = format!("{}{}", u.id, vault_core::layout::RESULT_SUFFIX);
             if actions.get_name(&name).is_some_and(|e| e.id().to_string() == *blob) {
                 let why = format!(
@@ -141,6 +168,7 @@ impl<'r> Trust<'r> {
                 out.insert(u.id.clone(), (blob.clone(), why));
             }
         }
-        out
+        self.file.memo = Some((key, out.clone()));
+        Ok(out)
     }
 }
