@@ -29,6 +29,7 @@
 //! names no secrets and the variable is unset, there is no `/run/secrets`.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod mask;
 pub mod output;
@@ -86,10 +87,11 @@ pub fn run() -> ExitCode {
                     return Exit::Usage.into();
                 }
             };
+            let config = cli.run.config();
             let result = match read_scan_line(&dispatcher) {
                 Ok(scan) => {
                     let ctx = engine::Ctx {
-                        args: &cli.run,
+                        config: &config,
                         cache: &cache,
                         dispatcher: &dispatcher,
                     };

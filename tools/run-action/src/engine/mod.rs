@@ -1,6 +1,6 @@
 //! Running one action through the Docker Engine API.
 
-use crate::cli::RunArgs;
+use crate::config::RunConfig;
 use bollard::models::ContainerStateStatusEnum;
 use bollard::Docker;
 use docker::state_of;
@@ -54,7 +54,7 @@ impl<'a> Run<'a> {
 
 /// Everything one run needs besides the scan line.
 pub struct Ctx<'a> {
-    pub args: &'a RunArgs,
+    pub config: &'a RunConfig,
     pub cache: &'a Path,
     pub dispatcher: &'a str,
 }
@@ -78,7 +78,7 @@ pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Led
     // (or an id started before) must first look for the container, which
     // may have run already.
     let checked = match action {
-        Some(a) if !scan.resume && record.is_none() => match preflight(a, ctx.args) {
+        Some(a) if !scan.resume && record.is_none() => match preflight(a, ctx.config) {
             Ok(p) => Some(p),
             Err((status, e)) => return Ok(fail(status, e)),
         },

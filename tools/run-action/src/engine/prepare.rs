@@ -2,7 +2,7 @@
 //! and the action file.
 
 use super::spec::run_dir;
-use crate::cli::RunArgs;
+use crate::config::RunConfig;
 use crate::mask::{self, Masker, MIN_PATTERN_LEN};
 use crate::policy::{self, Limits};
 use secrecy::{ExposeSecret, SecretBox};
@@ -16,18 +16,18 @@ pub(super) type Secret = SecretBox<Vec<u8>>;
 /// and the limits (and that policy allows the network asked for).
 pub(super) fn preflight(
     action: &Action,
-    args: &RunArgs,
+    cfg: &RunConfig,
 ) -> Result<(String, Limits), (Status, String)> {
-    let Some(image) = action.image.clone().or_else(|| args.runner_image.clone()) else {
+    let Some(image) = action.image.clone().or_else(|| cfg.runner_image.clone()) else {
         return Err((
             Status::Error,
             "the action names no image and VAULT_RUNNER_IMAGE is not set".into(),
         ));
     };
-    if !policy::image_allowed(&args.allow_images, &image) {
+    if !policy::image_allowed(&cfg.allow_images, &image) {
         return Err((Status::Rejected, policy::Refusal::Image(image).to_string()));
     }
-    let limits = policy::limits(action, args).map_err(|e| (Status::Rejected, e.to_string()))?;
+    let limits = policy::limits(action, cfg).map_err(|e| (Status::Rejected, e.to_string()))?;
     Ok((image, limits))
 }
 

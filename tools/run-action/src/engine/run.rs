@@ -31,16 +31,16 @@ impl Run<'_> {
             vault_core::report("run-action", format_args!("{}: {status}: {err}", scan.id));
             ActionResult::not_run(scan, status, ctx.dispatcher, err)
         };
-        let (image, limits) = match checked.map_or_else(|| preflight(action, ctx.args), Ok) {
+        let (image, limits) = match checked.map_or_else(|| preflight(action, ctx.config), Ok) {
             Ok(p) => p,
             Err((status, e)) => return fail(status, e),
         };
-        let secrets_dir = ctx.args.secrets_dir.as_deref();
+        let secrets_dir = ctx.config.secrets_dir.as_deref();
         let secrets = match load_secrets(action, secrets_dir) {
             Ok(s) => s,
             Err(e) => return fail(Status::Error, e),
         };
-        if let Some(rt) = &ctx.args.runtime {
+        if let Some(rt) = &ctx.config.runtime {
             match docker.info().await {
                 Ok(info) if info.runtimes.as_ref().is_some_and(|r| r.contains_key(rt)) => {}
                 Ok(_) => {
@@ -146,7 +146,15 @@ impl Run<'_> {
         // Never run weaker than asked: read back what the engine applied (some
         // accept an option and silently ignore it, e.g. rootless Podman on
         // cgroup v1 every resource limit) before anything starts.
-        if let Err(why) = verify_created(docker, &created.id, &asked, ctx.args, &scan.id).await {
+        if let Err(why) = verify_created(
+            docker,
+            &created.id,
+            &asked,
+            ctx.config.allow_unenforced_limits,
+            &scan.id,
+        )
+        .await
+        {
             let removed = match remove(docker, &created.id, true).await {
             Ok(()) => format!("container {name} was removed without being started"),
             Err(e) => format!(
@@ -218,7 +226,7 @@ impl Run<'_> {
         let cid = c.id.clone().unwrap_or_else(|| scan.id.container_name());
         // The timeout alone: a resumed action is not refused again by policy.
         let action = scan.action.as_ref();
-        let timeout_s = action.map_or(ctx.args.timeout_s, |a| policy::timeout_s(a, ctx.args));
+        let timeout_s = action.map_or(ctx.config.timeout_s, |a| policy::timeout_s(a, ctx.config));
         let started_ms = c
             .state
             .as_ref()
@@ -229,7 +237,7 @@ impl Run<'_> {
         let elapsed = Duration::from_millis(now_ms().saturating_sub(started_ms));
         let deadline = deadline_in(Duration::from_secs(timeout_s).saturating_sub(elapsed));
         let secrets = match (action, &scan.spent) {
-            (Some(a), None) => load_secrets(a, ctx.args.secrets_dir.as_deref()),
+            (Some(a), None) => load_secrets(a, ctx.config.secrets_dir.as_deref()),
             _ => Err("the action's secrets were not mounted".to_string()),
         };
         let sink = match secrets {
