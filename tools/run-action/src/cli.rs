@@ -1,8 +1,13 @@
 //! Command line of run-action. Every flag also reads its environment
 //! variable, so one exported environment configures the whole pipeline.
 
+use crate::config::{
+    RunConfig, Unenforced, DEFAULT_GRACE_S, DEFAULT_MAX_CPUS, DEFAULT_MAX_MEMORY_MB,
+    DEFAULT_MAX_PIDS, DEFAULT_RUNNER_USER, DEFAULT_TIMEOUT_S,
+};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 use vault_core::{DispatcherId, RunnerUser};
 
 /// Run one approved action in a locked-down container.
@@ -56,7 +61,7 @@ pub struct RunArgs {
     pub allow_images: String,
 
     /// Timeout in seconds for actions that set none.
-    #[arg(long, env = "VAULT_TIMEOUT_S", default_value_t = 3600,
+    #[arg(long, env = "VAULT_TIMEOUT_S", default_value_t = DEFAULT_TIMEOUT_S,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_s: u64,
 
@@ -66,27 +71,27 @@ pub struct RunArgs {
     pub max_timeout_s: Option<u64>,
 
     /// Seconds between SIGTERM and SIGKILL when an action times out.
-    #[arg(long, env = "VAULT_GRACE_S", default_value_t = 10,
+    #[arg(long, env = "VAULT_GRACE_S", default_value_t = DEFAULT_GRACE_S,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub grace_s: u64,
 
     /// uid:gid the runner runs as; a bare UID means UID:UID (uid 0 is
     /// refused).
-    #[arg(long, env = "VAULT_RUNNER_USER", default_value = "65534:65534")]
+    #[arg(long, env = "VAULT_RUNNER_USER", default_value_t = DEFAULT_RUNNER_USER)]
     pub runner_user: RunnerUser,
 
     /// Memory cap in MiB (no swap); an action's memory_mb is capped to it.
-    #[arg(long, env = "VAULT_MAX_MEMORY_MB", default_value_t = 1024,
+    #[arg(long, env = "VAULT_MAX_MEMORY_MB", default_value_t = DEFAULT_MAX_MEMORY_MB,
           value_parser = clap::value_parser!(u64).range(6..))]
     pub max_memory_mb: u64,
 
     /// CPU cap; an action's cpus is capped to it.
-    #[arg(long, env = "VAULT_MAX_CPUS", default_value_t = 2.0,
+    #[arg(long, env = "VAULT_MAX_CPUS", default_value_t = DEFAULT_MAX_CPUS,
           value_parser = parse_cpus)]
     pub max_cpus: f64,
 
     /// Process-count cap; an action's pids is capped to it.
-    #[arg(long, env = "VAULT_MAX_PIDS", default_value_t = 256,
+    #[arg(long, env = "VAULT_MAX_PIDS", default_value_t = DEFAULT_MAX_PIDS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pids: u64,
 
@@ -117,44 +122,24 @@ pub struct RunArgs {
     pub allow_unenforced_limits: Unenforced,
 }
 
-/// A resource limit run-action asks the engine for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Limit {
-    /// `HostConfig.Memory` and `HostConfig.MemorySwap`.
-    Memory,
-    /// `HostConfig.NanoCpus`.
-    Cpus,
-    /// `HostConfig.PidsLimit`.
-    Pids,
-}
-
-impl Limit {
-    pub const ALL: [Limit; 3] = [Limit::Memory, Limit::Cpus, Limit::Pids];
-
-    /// The name `--allow-unenforced-limits` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Limit::Memory => "memory",
-            Limit::Cpus => "cpus",
-            Limit::Pids => "pids",
-        }
-    }
-}
-
-/// The limits `--allow-unenforced-limits` names (none by default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Unenforced {
-    pub memory: bool,
-    pub cpus: bool,
-    pub pids: bool,
-}
-
-impl Unenforced {
-    pub fn allows(&self, limit: Limit) -> bool {
-        match limit {
-            Limit::Memory => self.memory,
-            Limit::Cpus => self.cpus,
-            Limit::Pids => self.pids,
+impl RunArgs {
+    /// The run's settings as plain values (all but the dispatcher id, which
+    /// the caller resolves: it may fall back to the hostname).
+    pub fn config(&self) -> RunConfig {
+        RunConfig {
+            runner_image: self.runner_image.clone(),
+            allow_images: self.allow_images.clone(),
+            timeout_s: self.timeout_s,
+            max_timeout_s: self.max_timeout_s,
+            grace: Duration::from_secs(self.grace_s),
+            runner_user: self.runner_user,
+            max_memory_mb: self.max_memory_mb,
+            max_cpus: self.max_cpus,
+            max_pids: self.max_pids,
+            allow_bridge: self.allow_bridge,
+            runtime: self.runtime.clone(),
+            secrets_dir: self.secrets_dir.clone(),
+            allow_unenforced_limits: self.allow_unenforced_limits,
         }
     }
 }
@@ -186,11 +171,18 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Limit;
     use clap::{CommandFactory, Parser};
 
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_flags_give_the_default_config() {
+        let cli = Cli::try_parse_from(["run-action"]).unwrap();
+        assert_eq!(cli.run.config(), RunConfig::default());
     }
 
     #[test]

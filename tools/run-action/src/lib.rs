@@ -29,6 +29,7 @@
 //! names no secrets and the variable is unset, there is no `/run/secrets`.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod mask;
 pub mod output;
@@ -37,86 +38,98 @@ pub mod policy;
 use clap::Parser;
 use std::process::ExitCode;
 use vault_core::jsonl::{self, Writer};
-use vault_core::{ActionResult, Exit, ScanLine, Status};
+use vault_core::ledger::LedgerError;
+use vault_core::{ActionId, ActionResult, DispatcherId, Exit, ScanLine, Status};
 
 const TOOL: &str = "run-action";
 
 pub fn run() -> ExitCode {
     let cli = cli::Cli::parse();
+    match dispatch(&cli) {
+        Ok(exit) => exit.into(),
+        Err(e) => vault_core::exit::exit_for(TOOL, &e, Failed::code_of).into(),
+    }
+}
+
+/// Why run-action ends without printing a result line (`rm`: without
+/// removing the container). Reported, and given its exit code, by
+/// [`vault_core::exit::exit_for`] alone. Each text is the whole report line:
+/// no variant has a source (a [`LedgerError`] already says its cause).
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("rm: {0}")]
+    RmId(vault_core::NameError),
+    #[error("rm {id}: {err}")]
+    Rm { id: ActionId, err: engine::RmError },
+    #[error("{0}")]
+    Dispatcher(vault_core::SettingError),
+    #[error("{0}")]
+    NoScanLine(String),
+    #[error("{id}: {err}")]
+    Ledger { id: ActionId, err: LedgerError },
+    #[error("cannot write the result: {0}")]
+    Write(std::io::Error),
+}
+
+impl Failed {
+    /// The exit code, where it is not [`Exit::Failure`].
+    fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
+        match e.downcast_ref::<Failed>()? {
+            Failed::RmId(_) | Failed::Dispatcher(_) => Some(Exit::Usage),
+            Failed::Rm {
+                err: engine::RmError::Unreachable(_),
+                ..
+            } => Some(Exit::RetryLater),
+            _ => None,
+        }
+    }
+}
+
+fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
     let cache = cli
         .cache
         .clone()
         .unwrap_or_else(vault_core::default_cache_dir);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            vault_core::report(TOOL, format_args!("cannot start the async runtime: {e}"));
-            return Exit::Failure.into();
-        }
-    };
-    match cli.command {
-        Some(cli::Command::Rm { id }) => {
-            let id = match vault_core::ActionId::parse(&id) {
-                Ok(id) => id,
-                Err(e) => {
-                    vault_core::report(TOOL, format_args!("rm: {e}"));
-                    return Exit::Usage.into();
-                }
+        .map_err(Failed::Runtime)?;
+    if let Some(cli::Command::Rm { id }) = &cli.command {
+        let id = ActionId::parse(id).map_err(Failed::RmId)?;
+        return match runtime.block_on(engine::rm(&cache, &id)) {
+            Ok(()) => Ok(Exit::Ok),
+            Err(err) => Err(Failed::Rm { id, err }),
+        };
+    }
+    let dispatcher = DispatcherId::or_host(cli.run.dispatcher_id.clone())
+        .map_err(Failed::Dispatcher)?
+        .to_string();
+    let config = cli.run.config();
+    let result = match read_scan_line(&dispatcher) {
+        Ok(scan) => {
+            let ctx = engine::Ctx {
+                config: &config,
+                cache: &cache,
+                dispatcher: &dispatcher,
             };
-            match runtime.block_on(engine::rm(&cache, &id)) {
-                Ok(()) => Exit::Ok.into(),
-                Err(e) => {
-                    vault_core::report(TOOL, format_args!("rm {id}: {e}"));
-                    match e {
-                        engine::RmError::Unreachable(_) => Exit::RetryLater.into(),
-                        _ => Exit::Failure.into(),
-                    }
-                }
+            match runtime.block_on(engine::execute(&scan, &ctx)) {
+                Ok(r) => r,
+                Err(err) => return Err(Failed::Ledger { id: scan.id, err }),
             }
         }
-        None => {
-            let dispatcher = match vault_core::DispatcherId::or_host(cli.run.dispatcher_id.clone())
-            {
-                Ok(id) => id.to_string(),
-                Err(e) => {
-                    vault_core::report(TOOL, e);
-                    return Exit::Usage.into();
-                }
-            };
-            let result = match read_scan_line(&dispatcher) {
-                Ok(scan) => {
-                    let ctx = engine::Ctx {
-                        args: &cli.run,
-                        cache: &cache,
-                        dispatcher: &dispatcher,
-                    };
-                    match runtime.block_on(engine::execute(&scan, &ctx)) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            vault_core::report(TOOL, format_args!("{}: {e}", scan.id));
-                            return Exit::Failure.into();
-                        }
-                    }
-                }
-                Err(Unusable::Refused(result)) => {
-                    let why = result.error.as_deref().unwrap_or_default();
-                    vault_core::report(TOOL, format_args!("{}: rejected: {why}", result.id));
-                    *result
-                }
-                Err(Unusable::NoId(message)) => {
-                    vault_core::report(TOOL, message);
-                    return Exit::Failure.into();
-                }
-            };
-            // The runtime (and with it any connection) is done before the
-            // result is printed.
-            drop(runtime);
-            print_result(&result)
+        Err(Unusable::Refused(result)) => {
+            let why = result.error.as_deref().unwrap_or_default();
+            vault_core::report(TOOL, format_args!("{}: rejected: {why}", result.id));
+            *result
         }
-    }
+        Err(Unusable::NoId(message)) => return Err(Failed::NoScanLine(message)),
+    };
+    // The runtime (and with it any connection) is done before the result
+    // is printed.
+    drop(runtime);
+    print_result(&result)
 }
 
 enum Unusable {
@@ -138,17 +151,34 @@ fn read_scan_line(dispatcher: &str) -> Result<ScanLine, Unusable> {
     }
 }
 
-fn print_result(result: &ActionResult) -> ExitCode {
+fn print_result(result: &ActionResult) -> Result<Exit, Failed> {
     let mut out = Writer::new(std::io::stdout().lock());
-    if let Err(e) = out.write(result) {
-        if !jsonl::is_broken_pipe(&e) {
-            vault_core::report(TOOL, format_args!("cannot write the result: {e}"));
-        }
-        return Exit::Failure.into();
+    match out.write(result) {
+        // A closed stdout ends quietly, but no result line was printed.
+        Err(e) if jsonl::is_broken_pipe(&e) => Ok(Exit::Failure),
+        Err(e) => Err(Failed::Write(e)),
+        Ok(()) if result.status == Status::Succeeded => Ok(Exit::Ok),
+        Ok(()) => Ok(Exit::NotSucceeded),
     }
-    if result.status == Status::Succeeded {
-        Exit::Ok.into()
-    } else {
-        Exit::NotSucceeded.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::RmError;
+
+    #[test]
+    fn failures_map_to_their_exit_codes() {
+        let code = |e: Failed| vault_core::exit::exit_for(TOOL, &e, Failed::code_of);
+        let id = || ActionId::parse("a1").unwrap();
+        let bad_id = ActionId::parse("-a").unwrap_err();
+        assert_eq!(code(Failed::RmId(bad_id)), Exit::Usage);
+        let unreachable = RmError::Unreachable("down".into());
+        let rm = |err| Failed::Rm { id: id(), err };
+        assert_eq!(code(rm(unreachable)), Exit::RetryLater);
+        assert_eq!(code(rm(RmError::Refused("running".into()))), Exit::Failure);
+        assert_eq!(code(Failed::NoScanLine("none".into())), Exit::Failure);
+        let rm_text = rm(RmError::Failed("cannot remove vault-a1: gone".into())).to_string();
+        assert_eq!(rm_text, "rm a1: cannot remove vault-a1: gone");
     }
 }

@@ -1,6 +1,6 @@
 //! Policy: which images an action may use, and the limits it runs under.
 
-use crate::cli::RunArgs;
+use crate::config::RunConfig;
 use vault_core::{Action, Network};
 
 /// The limits one action runs under, after capping by policy.
@@ -57,26 +57,26 @@ fn glob(pat: &[u8], text: &[u8]) -> bool {
 }
 
 /// The action's timeout (else the default), capped by `--max-timeout-s`.
-pub fn timeout_s(action: &Action, args: &RunArgs) -> u64 {
-    let t = action.timeout_s.unwrap_or(args.timeout_s);
-    args.max_timeout_s.map_or(t, |max| t.min(max))
+pub fn timeout_s(action: &Action, cfg: &RunConfig) -> u64 {
+    let t = action.timeout_s.unwrap_or(cfg.timeout_s);
+    cfg.max_timeout_s.map_or(t, |max| t.min(max))
 }
 
 /// The limits for `action`: its own values, each capped by policy; or the
 /// policy refusal.
-pub fn limits(action: &Action, args: &RunArgs) -> Result<Limits, Refusal> {
+pub fn limits(action: &Action, cfg: &RunConfig) -> Result<Limits, Refusal> {
     let bridge = action.network == Network::Bridge;
-    if bridge && !args.allow_bridge {
+    if bridge && !cfg.allow_bridge {
         return Err(Refusal::Bridge);
     }
     let r = action.resources.unwrap_or_default();
     let memory_mb = r
         .memory_mb
-        .unwrap_or(args.max_memory_mb)
-        .min(args.max_memory_mb);
-    let cpus = r.cpus.unwrap_or(args.max_cpus).min(args.max_cpus);
-    let pids = r.pids.unwrap_or(args.max_pids).min(args.max_pids);
-    let timeout_s = timeout_s(action, args);
+        .unwrap_or(cfg.max_memory_mb)
+        .min(cfg.max_memory_mb);
+    let cpus = r.cpus.unwrap_or(cfg.max_cpus).min(cfg.max_cpus);
+    let pids = r.pids.unwrap_or(cfg.max_pids).min(cfg.max_pids);
+    let timeout_s = timeout_s(action, cfg);
     Ok(Limits {
         memory_bytes: i64::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
         // Docker's own floor is 0.01 CPU.
@@ -90,7 +90,6 @@ pub fn limits(action: &Action, args: &RunArgs) -> Result<Limits, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     #[test]
     fn globs() {
@@ -109,12 +108,6 @@ mod tests {
         assert!(!image_allowed(&hostile, &"a".repeat(5000)));
     }
 
-    fn args(extra: &[&str]) -> RunArgs {
-        let mut argv = vec!["run-action"];
-        argv.extend_from_slice(extra);
-        crate::cli::Cli::try_parse_from(argv).unwrap().run
-    }
-
     fn action(json: &str) -> Action {
         let a: Action = serde_json::from_str(json).unwrap();
         a.validate().unwrap();
@@ -127,7 +120,11 @@ mod tests {
             r#"{"id":"x","secrets":[],"command":["a"],"timeout_s":99999,
                 "resources":{"memory_mb":100000,"cpus":64,"pids":100000}}"#,
         );
-        let l = limits(&a, &args(&["--max-timeout-s", "60"])).unwrap();
+        let cfg = RunConfig {
+            max_timeout_s: Some(60),
+            ..RunConfig::default()
+        };
+        let l = limits(&a, &cfg).unwrap();
         assert_eq!(l.memory_bytes, 1024 * 1024 * 1024);
         assert_eq!(l.nano_cpus, 2_000_000_000);
         assert_eq!(l.pids, 256);
@@ -138,7 +135,11 @@ mod tests {
             r#"{"id":"x","secrets":[],"command":["a"],
                 "resources":{"memory_mb":64,"cpus":0.5,"pids":10}}"#,
         );
-        let l = limits(&a, &args(&["--timeout-s", "5"])).unwrap();
+        let cfg = RunConfig {
+            timeout_s: 5,
+            ..RunConfig::default()
+        };
+        let l = limits(&a, &cfg).unwrap();
         assert_eq!(l.memory_bytes, 64 * 1024 * 1024);
         assert_eq!(l.nano_cpus, 500_000_000);
         assert_eq!(l.pids, 10);
@@ -148,7 +149,12 @@ mod tests {
     #[test]
     fn bridge_needs_policy() {
         let a = action(r#"{"id":"x","secrets":[],"command":["a"],"network":"bridge"}"#);
-        assert_eq!(limits(&a, &args(&[])), Err(Refusal::Bridge));
-        assert!(limits(&a, &args(&["--allow-bridge"])).unwrap().bridge);
+        let cfg = RunConfig::default();
+        assert_eq!(limits(&a, &cfg), Err(Refusal::Bridge));
+        let cfg = RunConfig {
+            allow_bridge: true,
+            ..cfg
+        };
+        assert!(limits(&a, &cfg).unwrap().bridge);
     }
 }

@@ -1,6 +1,6 @@
 //! Running one action through the Docker Engine API.
 
-use crate::cli::RunArgs;
+use crate::config::RunConfig;
 use bollard::models::ContainerStateStatusEnum;
 use bollard::Docker;
 use docker::state_of;
@@ -8,7 +8,7 @@ use prepare::preflight;
 use std::path::Path;
 use std::time::Duration;
 use vault_core::ledger::{Ledger, LedgerError, StartRecord};
-use vault_core::{ActionId, ActionResult, ScanLine, Status};
+use vault_core::{Action, ActionId, ActionResult, ContainerInfo, ScanLine, Status};
 
 mod docker;
 mod finish;
@@ -24,11 +24,11 @@ pub use readback::{unapplied, Unapplied};
 pub use rm::{rm, RmError};
 pub use spec::{container_config, run_dir, ACTION_TARGET, SECRETS_TARGET};
 
-/// How long to wait for the output stream to drain once the container
-/// has exited, and for a killed container to be reported stopped.
 /// How long an unreachable daemon is waited for after the runner started,
 /// before the outcome is given up as unreadable.
 const DAEMON_RETURN_LIMIT: Duration = Duration::from_secs(90);
+/// How long to wait for the output stream to drain once the container
+/// has exited, and for a killed container to be reported stopped.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 const KILL_LIMIT: Duration = Duration::from_secs(60);
 
@@ -36,41 +36,110 @@ const KILL_LIMIT: Duration = Duration::from_secs(60);
 /// reattach, collect, supervise, finish) reads.
 pub(super) struct Run<'a> {
     scan: &'a ScanLine,
+    /// The scan line's action, validated; `None` for a spent line (which
+    /// never starts anything).
+    action: Option<&'a Action>,
     ctx: &'a Ctx<'a>,
     docker: Docker,
     ledger: Ledger,
 }
 
-impl<'a> Run<'a> {
-    fn new(scan: &'a ScanLine, ctx: &'a Ctx<'a>, docker: Docker, ledger: Ledger) -> Self {
-        Run {
-            scan,
-            ctx,
-            docker,
-            ledger,
+/// Everything one run needs besides the scan line.
+pub struct Ctx<'a> {
+    pub config: &'a RunConfig,
+    pub cache: &'a Path,
+    pub dispatcher: &'a str,
+}
+
+/// Why an action ends without an outcome read from its container: what is
+/// recorded (and reported on stderr), by [`execute`] alone.
+#[derive(Debug)]
+pub(super) struct NotRun {
+    status: Status,
+    error: String,
+    /// The container, when one was created.
+    container: Option<ContainerInfo>,
+}
+
+impl NotRun {
+    fn new(status: Status, error: impl Into<String>) -> Self {
+        NotRun {
+            status,
+            error: error.into(),
+            container: None,
         }
+    }
+
+    /// `rejected`: it never ran, and never will as it is.
+    pub(super) fn rejected(why: impl std::fmt::Display) -> Self {
+        NotRun::new(Status::Rejected, why.to_string())
+    }
+
+    /// `error`: it never ran, or its exit could not be read.
+    pub(super) fn error(error: impl Into<String>) -> Self {
+        NotRun::new(Status::Error, error)
+    }
+
+    /// `abandoned`: this id must not start (again).
+    pub(super) fn abandoned(error: impl Into<String>) -> Self {
+        NotRun::new(Status::Abandoned, error)
+    }
+
+    pub(super) fn with_container(mut self, container: ContainerInfo) -> Self {
+        self.container = Some(container);
+        self
+    }
+
+    fn record(self, scan: &ScanLine, dispatcher: &str) -> ActionResult {
+        let NotRun {
+            status,
+            error,
+            container,
+        } = self;
+        vault_core::report("run-action", format_args!("{}: {status}: {error}", scan.id));
+        let mut r = ActionResult::not_run(scan, status, dispatcher, error);
+        r.container = container;
+        r
     }
 }
 
-/// Everything one run needs besides the scan line.
-pub struct Ctx<'a> {
-    pub args: &'a RunArgs,
-    pub cache: &'a Path,
-    pub dispatcher: &'a str,
+/// How [`run`] ends when it yields no outcome.
+enum Stop {
+    /// Recorded as the result.
+    NotRun(NotRun),
+    /// No result: the run ledger cannot be read.
+    Ledger(LedgerError),
+}
+
+impl From<NotRun> for Stop {
+    fn from(n: NotRun) -> Self {
+        Stop::NotRun(n)
+    }
+}
+
+impl From<LedgerError> for Stop {
+    fn from(e: LedgerError) -> Self {
+        Stop::Ledger(e)
+    }
 }
 
 /// Run (or resume) the action of `scan`. Yields a result, or an error when
 /// the run ledger cannot be read (then nothing was started and nothing may
 /// be decided: no result line).
 pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, LedgerError> {
-    let fail = |status: Status, err: String| {
-        vault_core::report("run-action", format_args!("{}: {status}: {err}", scan.id));
-        ActionResult::not_run(scan, status, ctx.dispatcher, err)
-    };
+    match run(scan, ctx).await {
+        Ok(r) => Ok(r),
+        Err(Stop::NotRun(n)) => Ok(n.record(scan, ctx.dispatcher)),
+        Err(Stop::Ledger(e)) => Err(e),
+    }
+}
+
+/// [`execute`], every end without an outcome an `Err`.
+async fn run(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Stop> {
     let action = match (&scan.spent, scan.valid_action()) {
         (Some(_), _) => None,
         (None, Ok(a)) => Some(a),
-        (None, Err(e)) => return Ok(fail(Status::Rejected, format!("invalid action: {e}"))),
+        (None, Err(e)) => return Err(NotRun::rejected(format!("invalid action: {e}")).into()),
     };
     let ledger = Ledger::new(ctx.cache);
     let record = ledger.lookup(&scan.id)?;
@@ -78,63 +147,58 @@ pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Led
     // (or an id started before) must first look for the container, which
     // may have run already.
     let checked = match action {
-        Some(a) if !scan.resume && record.is_none() => match preflight(a, ctx.args) {
-            Ok(p) => Some(p),
-            Err((status, e)) => return Ok(fail(status, e)),
-        },
+        Some(a) if !scan.resume && record.is_none() => Some(preflight(a, ctx.config)?),
         _ => None,
     };
     let id = scan.id.as_str();
     let name = scan.id.container_name();
-    // What to record when this id must not start (again).
-    let spent = |why: String| fail(Status::Abandoned, why);
     let never_again = |r: &StartRecord| {
-        format!(
+        NotRun::abandoned(format!(
             "this action was {}, and its result is not in the repo: an action id is started at most once (land a new id to run it again)",
             r.describe()
-        )
+        ))
     };
     let (docker, engine) = match connect_engine().await {
         Ok(d) => d,
         Err(e) => {
-            return Ok(match (&scan.spent, &record) {
-                (Some(why), _) => spent(why.clone()),
-                (None, Some(r)) => spent(never_again(r)),
-                (None, None) => fail(Status::Error, e),
-            })
+            return Err(match (&scan.spent, &record) {
+                (Some(why), _) => NotRun::abandoned(why.clone()),
+                (None, Some(r)) => never_again(r),
+                (None, None) => NotRun::error(e),
+            }
+            .into())
         }
     };
-    let existing = match inspect(&docker, &name).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Ok(fail(
-                Status::Error,
-                format!("cannot inspect container {name}: {e}"),
-            ))
-        }
+    let existing = inspect(&docker, &name)
+        .await
+        .map_err(|e| NotRun::error(format!("cannot inspect container {name}: {e}")))?;
+    let run = Run {
+        scan,
+        action,
+        ctx,
+        docker,
+        ledger,
     };
     if let Some(c) = existing {
         if !is_ours(&c, id) {
-            return Ok(fail(
-                Status::Error,
-                format!("a container named {name} exists that run-action did not create; not touching it"),
-            ));
+            return Err(NotRun::error(format!(
+                "a container named {name} exists that run-action did not create; not touching it"
+            ))
+            .into());
         }
         match state_of(&c) {
             Some(ContainerStateStatusEnum::CREATED) => {
                 // Created but never started. Its mounts point at the
                 // previous run's secrets: it cannot be started as it is.
-                if let Err(e) = remove(&docker, &name, true).await {
-                    return Ok(fail(
-                        Status::Error,
-                        format!("cannot remove never-started {name}: {e}"),
-                    ));
-                }
+                remove(&run.docker, &name, true).await.map_err(|e| {
+                    NotRun::error(format!("cannot remove never-started {name}: {e}"))
+                })?;
                 if let Some(r) = &record {
-                    return Ok(spent(format!(
+                    return Err(NotRun::abandoned(format!(
                         "this action was {}, but the dispatcher stopped before starting the container (removed now); an action id is started at most once (land a new id to run it)",
                         r.describe()
-                    )));
+                    ))
+                    .into());
                 }
             }
             // A container of this id exists: whatever the scan line says,
@@ -143,34 +207,13 @@ pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Led
                 ContainerStateStatusEnum::EXITED
                 | ContainerStateStatusEnum::DEAD
                 | ContainerStateStatusEnum::REMOVING,
-            ) => return Ok(Run::new(scan, ctx, docker, ledger).collect(c).await),
-            _ => {
-                let run = Run::new(scan, ctx, docker, ledger);
-                return Ok(run.reattach(record.as_ref(), c).await);
-            }
+            ) => return Ok(run.collect(c).await),
+            _ => return Ok(run.reattach(record.as_ref(), c).await),
         }
     } else if let Some(r) = &record {
-        return Ok(spent(never_again(r)));
+        return Err(never_again(r).into());
     }
-    let Some(action) = action else {
-        return Ok(spent(scan.spent.clone().unwrap_or_default()));
-    };
-    // A cache written by an earlier version kept its proof of a start in
-    // `<cache>/journal/<id>`: it still counts.
-    if legacy_journal_started(ctx.cache, id) {
-        return Ok(spent(format!(
-            "container {name} is gone, but the journal shows it was started: its outcome is lost; not running it a second time"
-        )));
-    }
-    let run = Run::new(scan, ctx, docker, ledger);
-    Ok(run.fresh(action, checked, engine).await)
-}
-
-/// Whether an earlier version's journal (`<cache>/journal/<id>`) has a
-/// `start` line. Never removed by this version.
-fn legacy_journal_started(cache: &Path, id: &str) -> bool {
-    std::fs::read_to_string(cache.join("journal").join(id))
-        .is_ok_and(|t| t.lines().any(|l| l.starts_with("start")))
+    Ok(run.fresh(checked, engine).await?)
 }
 
 /// Note in the ledger that `id`'s container was never started; a failure

@@ -2,32 +2,29 @@
 //! and the action file.
 
 use super::spec::run_dir;
-use crate::cli::RunArgs;
+use super::NotRun;
+use crate::config::RunConfig;
 use crate::mask::{self, Masker, MIN_PATTERN_LEN};
 use crate::policy::{self, Limits};
 use secrecy::{ExposeSecret, SecretBox};
 use std::path::{Path, PathBuf};
-use vault_core::{Action, Status};
+use vault_core::Action;
 
 /// One secret value, as read from the secrets dir.
 pub(super) type Secret = SecretBox<Vec<u8>>;
 
 /// The checks that need no daemon: the image (and that policy allows it)
 /// and the limits (and that policy allows the network asked for).
-pub(super) fn preflight(
-    action: &Action,
-    args: &RunArgs,
-) -> Result<(String, Limits), (Status, String)> {
-    let Some(image) = action.image.clone().or_else(|| args.runner_image.clone()) else {
-        return Err((
-            Status::Error,
-            "the action names no image and VAULT_RUNNER_IMAGE is not set".into(),
+pub(super) fn preflight(action: &Action, cfg: &RunConfig) -> Result<(String, Limits), NotRun> {
+    let Some(image) = action.image.clone().or_else(|| cfg.runner_image.clone()) else {
+        return Err(NotRun::error(
+            "the action names no image and VAULT_RUNNER_IMAGE is not set",
         ));
     };
-    if !policy::image_allowed(&args.allow_images, &image) {
-        return Err((Status::Rejected, policy::Refusal::Image(image).to_string()));
+    if !policy::image_allowed(&cfg.allow_images, &image) {
+        return Err(NotRun::rejected(policy::Refusal::Image(image)));
     }
-    let limits = policy::limits(action, args).map_err(|e| (Status::Rejected, e.to_string()))?;
+    let limits = policy::limits(action, cfg).map_err(NotRun::rejected)?;
     Ok((image, limits))
 }
 

@@ -3,7 +3,7 @@
 
 use super::docker::inspect;
 use super::spec::DEFAULT_CAPS;
-use crate::cli::{Limit, RunArgs};
+use crate::config::{Limit, Unenforced};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, HostConfig, Mount, MountPoint,
 };
@@ -305,7 +305,7 @@ pub(super) async fn verify_created(
     docker: &Docker,
     cid: &str,
     asked: &ContainerCreateBody,
-    args: &RunArgs,
+    allow: Unenforced,
     id: &ActionId,
 ) -> Result<(), String> {
     let c = match inspect(docker, cid).await {
@@ -318,10 +318,7 @@ pub(super) async fn verify_created(
         }
     };
     let missing = unapplied(asked, &c);
-    let allowed = |u: &Unapplied| {
-        u.limit
-            .is_some_and(|l| args.allow_unenforced_limits.allows(l))
-    };
+    let allowed = |u: &Unapplied| u.limit.is_some_and(|l| allow.allows(l));
     let (tolerated, refused): (Vec<&Unapplied>, Vec<&Unapplied>) =
         missing.iter().partition(|u| allowed(u));
     if refused.is_empty() {
@@ -366,6 +363,7 @@ pub(super) fn join_what(u: &[&Unapplied]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RunConfig;
     use crate::engine::{container_config, Ctx, Engine};
     use crate::policy;
     use serde_json::json;
@@ -374,15 +372,14 @@ mod tests {
 
     /// What run-action asks for with the default limits.
     fn asked(engine: Engine) -> ContainerCreateBody {
-        use clap::Parser;
-        let args = crate::cli::Cli::try_parse_from(["run-action"]).unwrap().run;
+        let config = RunConfig::default();
         let action: Action = serde_json::from_value(json!({
             "id": "a1", "secrets": ["K"], "command": ["true"]
         }))
         .unwrap();
-        let limits = policy::limits(&action, &args).unwrap();
+        let limits = policy::limits(&action, &config).unwrap();
         let ctx = Ctx {
-            args: &args,
+            config: &config,
             cache: Path::new("/cache"),
             dispatcher: "d",
         };

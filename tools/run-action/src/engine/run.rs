@@ -7,79 +7,74 @@ use super::prepare::{load_secrets, masker_for, preflight, write_action_file};
 use super::readback::verify_created;
 use super::spec::{container_config, run_dir};
 use super::supervise::{deadline_in, Supervised};
-use super::{note_not_started, now_ms, Run};
+use super::{note_not_started, now_ms, NotRun, Run};
 use crate::mask::Masker;
 use crate::output::OutputSink;
 use crate::policy::{self, Limits};
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
+use std::path::Path;
 use std::time::Duration;
 use vault_core::ledger::{LedgerError, StartRecord};
-use vault_core::{Action, ActionResult, ContainerInfo, Status};
+use vault_core::{ActionResult, ContainerInfo};
 
 impl Run<'_> {
-    /// A fresh start. `checked`: what [`preflight`] gave already, if it ran
-    /// (not on a resume).
+    /// A fresh start, unless this id must not start: a spent line, or one an
+    /// earlier version's journal shows started. `checked`: what
+    /// [`preflight`] gave already, if it ran (not on a resume).
     pub(super) async fn fresh(
         &self,
-        action: &Action,
         checked: Option<(String, Limits)>,
         engine: Engine,
-    ) -> ActionResult {
+    ) -> Result<ActionResult, NotRun> {
         let (scan, ctx, docker, ledger) = (self.scan, self.ctx, &self.docker, &self.ledger);
-        let fail = |status: Status, err: String| {
-            vault_core::report("run-action", format_args!("{}: {status}: {err}", scan.id));
-            ActionResult::not_run(scan, status, ctx.dispatcher, err)
+        let Some(action) = self.action else {
+            return Err(NotRun::abandoned(scan.spent.clone().unwrap_or_default()));
         };
-        let (image, limits) = match checked.map_or_else(|| preflight(action, ctx.args), Ok) {
-            Ok(p) => p,
-            Err((status, e)) => return fail(status, e),
+        let name = scan.id.container_name();
+        // A cache written by an earlier version kept its proof of a start in
+        // `<cache>/journal/<id>`: it still counts.
+        if legacy_journal_started(ctx.cache, scan.id.as_str()) {
+            return Err(NotRun::abandoned(format!(
+                "container {name} is gone, but the journal shows it was started: its outcome is lost; not running it a second time"
+            )));
+        }
+        let (image, limits) = match checked {
+            Some(p) => p,
+            None => preflight(action, ctx.config)?,
         };
-        let secrets_dir = ctx.args.secrets_dir.as_deref();
-        let secrets = match load_secrets(action, secrets_dir) {
-            Ok(s) => s,
-            Err(e) => return fail(Status::Error, e),
-        };
-        if let Some(rt) = &ctx.args.runtime {
+        let secrets_dir = ctx.config.secrets_dir.as_deref();
+        let secrets = load_secrets(action, secrets_dir).map_err(NotRun::error)?;
+        if let Some(rt) = &ctx.config.runtime {
             match docker.info().await {
                 Ok(info) if info.runtimes.as_ref().is_some_and(|r| r.contains_key(rt)) => {}
                 Ok(_) => {
-                    return fail(
-                        Status::Error,
-                        format!(
+                    return Err(NotRun::error(format!(
                         "runtime {rt:?} is not registered with dockerd; refusing to run without it"
-                    ),
-                    )
+                    )))
                 }
                 Err(e) => {
-                    return fail(
-                        Status::Error,
-                        format!("cannot query dockerd's runtimes: {e}"),
-                    )
+                    return Err(NotRun::error(format!(
+                        "cannot query dockerd's runtimes: {e}"
+                    )))
                 }
             }
         }
         let image_id = match docker.inspect_image(&image).await {
             Ok(i) => i.id,
             Err(e) if is_status(&e, 404) => {
-                return fail(
-                    Status::Error,
-                    format!(
-                        "image {image:?} is not present on the daemon (run-action never pulls)"
-                    ),
-                )
+                return Err(NotRun::error(format!(
+                    "image {image:?} is not present on the daemon (run-action never pulls)"
+                )))
             }
             Err(e) => {
-                return fail(
-                    Status::Error,
-                    format!("cannot inspect image {image:?}: {e}"),
-                )
+                return Err(NotRun::error(format!(
+                    "cannot inspect image {image:?}: {e}"
+                )))
             }
         };
-        let action_file = match write_action_file(ctx.cache, action) {
-            Ok(p) => p,
-            Err(e) => return fail(Status::Error, format!("cannot write the action file: {e}")),
-        };
+        let action_file = write_action_file(ctx.cache, action)
+            .map_err(|e| NotRun::error(format!("cannot write the action file: {e}")))?;
         let cleanup_action_file = || {
             let _ = std::fs::remove_dir_all(run_dir(ctx.cache, action.id.as_str()));
         };
@@ -94,7 +89,6 @@ impl Run<'_> {
         );
         // What was asked, kept to check what the engine applied.
         let asked = config.clone();
-        let name = scan.id.container_name();
         // The proof of this start, durable before the container exists.
         let record = StartRecord {
             id: scan.id.clone(),
@@ -106,34 +100,30 @@ impl Run<'_> {
             dispatcher: ctx.dispatcher.to_string(),
             started_at: vault_core::time::now_rfc3339(),
         };
-        match ledger.record_start(&record) {
-            Ok(()) => {}
-            Err(LedgerError::Exists { .. }) => {
-                cleanup_action_file();
-                return fail(
-                Status::Abandoned,
-                "another run-action recorded a start of this id in the run ledger first; not starting a second one".into(),
-            );
-            }
-            Err(e) => {
-                cleanup_action_file();
-                return fail(Status::Error, format!("{e}; nothing was started"));
-            }
+        if let Err(e) = ledger.record_start(&record) {
+            cleanup_action_file();
+            return Err(match e {
+                LedgerError::Exists { .. } => NotRun::abandoned(
+                    "another run-action recorded a start of this id in the run ledger first; not starting a second one",
+                ),
+                e => NotRun::error(format!("{e}; nothing was started")),
+            });
         }
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match docker.create_container(Some(opts), config).await {
-        Ok(c) => c,
-        Err(e) if is_status(&e, 409) => {
-            return fail(
-                Status::Error,
-                format!("container {name} already exists (another run of this action?); not starting a second one"),
-            )
-        }
-        Err(e) => {
-            cleanup_action_file();
-            return fail(Status::Error, format!("cannot create container {name}: {e}"));
-        }
-    };
+            Ok(c) => c,
+            Err(e) if is_status(&e, 409) => {
+                return Err(NotRun::error(format!(
+                    "container {name} already exists (another run of this action?); not starting a second one"
+                )))
+            }
+            Err(e) => {
+                cleanup_action_file();
+                return Err(NotRun::error(format!(
+                    "cannot create container {name}: {e}"
+                )));
+            }
+        };
         if let Err(e) = ledger.add_container_id(&scan.id, &created.id) {
             // The start record is there already; only a detail is missing.
             vault_core::report("run-action", format_args!("{}: warning: {e}", scan.id));
@@ -146,19 +136,25 @@ impl Run<'_> {
         // Never run weaker than asked: read back what the engine applied (some
         // accept an option and silently ignore it, e.g. rootless Podman on
         // cgroup v1 every resource limit) before anything starts.
-        if let Err(why) = verify_created(docker, &created.id, &asked, ctx.args, &scan.id).await {
+        if let Err(why) = verify_created(
+            docker,
+            &created.id,
+            &asked,
+            ctx.config.allow_unenforced_limits,
+            &scan.id,
+        )
+        .await
+        {
             let removed = match remove(docker, &created.id, true).await {
-            Ok(()) => format!("container {name} was removed without being started"),
-            Err(e) => format!(
-                "container {name} was never started but could not be removed ({e}); `run-action rm {}` removes it",
-                scan.id
-            ),
-        };
+                Ok(()) => format!("container {name} was removed without being started"),
+                Err(e) => format!(
+                    "container {name} was never started but could not be removed ({e}); `run-action rm {}` removes it",
+                    scan.id
+                ),
+            };
             cleanup_action_file();
             note_not_started(ledger, &scan.id, &why);
-            let mut r = fail(Status::Error, format!("{why}; {removed}"));
-            r.container = Some(container);
-            return r;
+            return Err(NotRun::error(format!("{why}; {removed}")).with_container(container));
         }
         // Attach before start, so that not a byte of a short-lived
         // container's output is missed.
@@ -172,7 +168,7 @@ impl Run<'_> {
                 cleanup_action_file();
                 let why = format!("cannot attach to {name}: {e}");
                 note_not_started(ledger, &scan.id, &why);
-                return fail(Status::Error, why);
+                return Err(NotRun::error(why));
             }
         };
         let started_ms = now_ms();
@@ -187,9 +183,7 @@ impl Run<'_> {
             if !started {
                 let why = format!("cannot start container {name}: {e}");
                 note_not_started(ledger, &scan.id, &why);
-                let mut r = fail(Status::Error, why);
-                r.container = Some(container);
-                return r;
+                return Err(NotRun::error(why).with_container(container));
             }
         }
         let sink = OutputSink::new(masker_for(&secrets));
@@ -197,14 +191,15 @@ impl Run<'_> {
         let sup = self
             .supervise(&created.id, Some(stream), sink, deadline)
             .await;
-        self.finish(Ran {
-            cid: created.id,
-            container: Some(container),
-            sup,
-            timeout_s: limits.timeout_s,
-            started_ms,
-        })
-        .await
+        Ok(self
+            .finish(Ran {
+                cid: created.id,
+                container: Some(container),
+                sup,
+                timeout_s: limits.timeout_s,
+                started_ms,
+            })
+            .await)
     }
 
     /// Resume: the container still runs. Attach (there are no logs to replay:
@@ -217,8 +212,12 @@ impl Run<'_> {
         let (scan, ctx, docker) = (self.scan, self.ctx, &self.docker);
         let cid = c.id.clone().unwrap_or_else(|| scan.id.container_name());
         // The timeout alone: a resumed action is not refused again by policy.
-        let action = scan.action.as_ref();
-        let timeout_s = action.map_or(ctx.args.timeout_s, |a| policy::timeout_s(a, ctx.args));
+        // The line's own action, as a spent line's (not validated, so not in
+        // `self.action`) still bounds the wait.
+        let timeout_s = scan
+            .action
+            .as_ref()
+            .map_or(ctx.config.timeout_s, |a| policy::timeout_s(a, ctx.config));
         let started_ms = c
             .state
             .as_ref()
@@ -228,9 +227,9 @@ impl Run<'_> {
             .unwrap_or_else(now_ms);
         let elapsed = Duration::from_millis(now_ms().saturating_sub(started_ms));
         let deadline = deadline_in(Duration::from_secs(timeout_s).saturating_sub(elapsed));
-        let secrets = match (action, &scan.spent) {
-            (Some(a), None) => load_secrets(a, ctx.args.secrets_dir.as_deref()),
-            _ => Err("the action's secrets were not mounted".to_string()),
+        let secrets = match self.action {
+            Some(a) => load_secrets(a, ctx.config.secrets_dir.as_deref()),
+            None => Err("the action's secrets were not mounted".to_string()),
         };
         let sink = match secrets {
             Ok(s) => OutputSink::new(masker_for(&s)),
@@ -274,4 +273,11 @@ impl Run<'_> {
         })
         .await
     }
+}
+
+/// Whether an earlier version's journal (`<cache>/journal/<id>`) has a
+/// `start` line. Never removed by this version.
+fn legacy_journal_started(cache: &Path, id: &str) -> bool {
+    std::fs::read_to_string(cache.join("journal").join(id))
+        .is_ok_and(|t| t.lines().any(|l| l.starts_with("start")))
 }

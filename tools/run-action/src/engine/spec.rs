@@ -94,14 +94,14 @@ pub fn container_config(
         // docker-init as PID 1: signals (the timeout's SIGTERM) reach the
         // action with their default effect, and zombies are reaped.
         init: Some(true),
-        runtime: ctx.args.runtime.clone(),
+        runtime: ctx.config.runtime.clone(),
         // Rootless Podman: the runner's uid:gid is the service user on the
         // host, so it reads the 0400 secret files secret-mount wrote as
         // that user (the default mapping makes it an unrelated subuid).
         userns_mode: match engine {
             Engine::Podman => Some(format!(
                 "keep-id:uid={},gid={}",
-                ctx.args.runner_user.uid, ctx.args.runner_user.gid
+                ctx.config.runner_user.uid, ctx.config.runner_user.gid
             )),
             Engine::Docker => None,
         },
@@ -109,7 +109,7 @@ pub fn container_config(
     };
     ContainerCreateBody {
         image: Some(image.to_string()),
-        user: Some(ctx.args.runner_user.to_string()),
+        user: Some(ctx.config.runner_user.to_string()),
         env: Some(env),
         cmd: Some(cmd),
         entrypoint,

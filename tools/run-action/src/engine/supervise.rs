@@ -33,7 +33,7 @@ impl Run<'_> {
         mut sink: OutputSink,
         deadline: Instant,
     ) -> Supervised {
-        let (docker, grace_s) = (&self.docker, self.ctx.args.grace_s);
+        let (docker, grace) = (&self.docker, self.ctx.config.grace);
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let pump = tokio::spawn(async move {
             if let Some(mut stream) = stream {
@@ -57,7 +57,6 @@ impl Run<'_> {
             _ = tokio::time::sleep_until(deadline) => {
                 timed_out = true;
                 let _ = kill(docker, cid, "SIGTERM").await;
-                let grace = Duration::from_secs(grace_s);
                 if tokio::time::timeout(grace, wait_exit(docker, cid)).await.is_err() {
                     let _ = kill(docker, cid, "SIGKILL").await;
                     if tokio::time::timeout(KILL_LIMIT, wait_exit(docker, cid)).await.is_err() {
