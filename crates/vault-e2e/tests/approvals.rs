@@ -389,7 +389,7 @@ fn the_secret_policy_denies_by_default_and_names_the_rule() {
 
     // A policy that does not parse stops everything: one line naming the
     // file and the line, nothing claimed, nothing started.
-    std::fs::write(&policy, "[secrets.pay_token]\nimages = [\"x\"\n").unwrap();
+    std::fs::write(&policy, "[secrets.pay_token]\nimages = [\"x\"] oops\n").unwrap();
     let late = unique("late");
     land(&repo, &late, &action(&late, &["pay_token"], "echo ran"), by(&alice));
     let head = repo.head();

@@ -47,6 +47,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub admit: vault_core::cli::AdmitArgs,
+
     /// This dispatcher's name, in labels and results [default: hostname].
     #[arg(long, env = "VAULT_DISPATCHER_ID", value_parser = DispatcherId::from_flag)]
     pub dispatcher_id: Option<DispatcherId>,

@@ -71,6 +71,8 @@ enum Failed {
     Ledger { id: ActionId, err: LedgerError },
     #[error("cannot write the result: {0}")]
     Write(std::io::Error),
+    #[error("{0}")]
+    Admission(vault_core::admit::AdmitError),
 }
 
 impl Failed {
@@ -107,10 +109,13 @@ fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
         .map_err(Failed::Dispatcher)?
         .to_string();
     let config = cli.run.config();
+    // A configured check that cannot be applied stops the run here.
+    let admission = cli.run.admit.admission().map_err(Failed::Admission)?;
     let result = match read_scan_line(&dispatcher) {
         Ok(scan) => {
             let ctx = engine::Ctx {
                 config: &config,
+                admission: &admission,
                 cache: &cache,
                 dispatcher: &dispatcher,
             };

@@ -32,8 +32,10 @@ pub struct Cli {
     #[arg(long, value_name = "SHA")]
     pub accept_rewrite: Option<String>,
 
+    /// (`--policy` is read here too, so that a policy file that does not
+    /// parse stops the cycle before anything is claimed.)
     #[command(flatten)]
-    pub approval: vault_core::cli::ApprovalArgs,
+    pub admit: vault_core::cli::AdmitArgs,
 
     #[command(flatten)]
     pub trust: vault_core::cli::TrustArgs,

@@ -72,7 +72,9 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     let me = String::from(cfg.dispatcher.clone());
     // Configured checks are loaded first: one that cannot be is an error,
     // never a scan without it.
+    cli.admit.admission()?;
     let signers = cli
+        .admit
         .approval
         .allowed_signers()
         .map(|p| AllowedSigners::load(&p))
@@ -82,7 +84,7 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
         .dispatcher_signers()
         .map(|p| AllowedSigners::load(&p))
         .transpose()?;
-    let find_approvals = signers.is_some() || cli.approval.approval_ttl_s.is_some();
+    let find_approvals = signers.is_some() || cli.admit.approval.approval_ttl_s.is_some();
     let ops = vault_git::Ops::from_config(&cfg)?;
     let ledger = Ledger::new(ops.cache_root());
     ledger.check()?;

@@ -7,6 +7,7 @@ use docker::state_of;
 use prepare::preflight;
 use std::path::Path;
 use std::time::Duration;
+use vault_core::admit::Admission;
 use vault_core::ledger::{Ledger, LedgerError, StartRecord};
 use vault_core::{Action, ActionId, ActionResult, ContainerInfo, ScanLine, Status};
 
@@ -47,6 +48,8 @@ pub(super) struct Run<'a> {
 /// Everything one run needs besides the scan line.
 pub struct Ctx<'a> {
     pub config: &'a RunConfig,
+    /// Approval, expiry and the per-secret policy, checked at a first start.
+    pub admission: &'a Admission,
     pub cache: &'a Path,
     pub dispatcher: &'a str,
 }
@@ -147,7 +150,7 @@ async fn run(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Stop> {
     // (or an id started before) must first look for the container, which
     // may have run already.
     let checked = match action {
-        Some(a) if !scan.resume && record.is_none() => Some(preflight(a, ctx.config)?),
+        Some(a) if !scan.resume && record.is_none() => Some(preflight(a, scan, ctx)?),
         _ => None,
     };
     let id = scan.id.as_str();

@@ -3,7 +3,8 @@
 
 use super::spec::run_dir;
 use super::NotRun;
-use crate::config::RunConfig;
+use super::Ctx;
+use vault_core::ScanLine;
 use crate::mask::{self, Masker, MIN_PATTERN_LEN};
 use crate::policy::{self, Limits};
 use secrecy::{ExposeSecret, SecretBox};
@@ -15,8 +16,18 @@ pub(super) type Secret = SecretBox<Vec<u8>>;
 
 /// The checks that need no daemon: the image (and that policy allows it)
 /// and the limits (and that policy allows the network asked for).
-pub(super) fn preflight(action: &Action, cfg: &RunConfig) -> Result<(String, Limits), NotRun> {
-    let Some(image) = action.image.clone().or_else(|| cfg.runner_image.clone()) else {
+pub(super) fn preflight(
+    action: &Action,
+    scan: &ScanLine,
+    ctx: &Ctx<'_>,
+) -> Result<(String, Limits), NotRun> {
+    let cfg = ctx.config;
+    let image = action.image.clone().or_else(|| cfg.runner_image.clone());
+    // Approval, expiry and the per-secret policy: this is a first start.
+    ctx.admission
+        .check(scan, action, image.as_deref(), true, vault_core::admit::now_ms())
+        .map_err(NotRun::rejected)?;
+    let Some(image) = image else {
         return Err(NotRun::error(
             "the action names no image and VAULT_RUNNER_IMAGE is not set",
         ));

@@ -378,8 +378,10 @@ mod tests {
         }))
         .unwrap();
         let limits = policy::limits(&action, &config).unwrap();
+        let admission = vault_core::admit::Admission::default();
         let ctx = Ctx {
             config: &config,
+            admission: &admission,
             cache: Path::new("/cache"),
             dispatcher: "d",
         };

@@ -41,7 +41,7 @@ impl Run<'_> {
         }
         let (image, limits) = match checked {
             Some(p) => p,
-            None => preflight(action, ctx.config)?,
+            None => preflight(action, scan, ctx)?,
         };
         let secrets_dir = ctx.config.secrets_dir.as_deref();
         let secrets = load_secrets(action, secrets_dir).map_err(NotRun::error)?;
