@@ -101,6 +101,7 @@ ls_rss=$(rss_kib git --git-dir="$bare" ls-tree -r "$commit")
 # Phase 3: the same warm scan with both signature checks on, interleaved
 # with it off. The first run with them on fills their caches (untimed).
 signed=(env VAULT_ALLOWED_SIGNERS="$work/signers" VAULT_DISPATCHER_SIGNERS="$work/signers" "${scan[@]}")
+sig_first_ms=$(($(time_us "${signed[@]}") / 1000))
 "${signed[@]}" >"$work/signed.out"
 approved=$(grep -c '"principal":"bench"' "$work/signed.out" || true)
 off_times=$work/off.txt
@@ -145,6 +146,7 @@ warm scan peak RSS:                      $warm_rss KiB   (target < 65536)
 git ls-tree -r peak RSS:                 $ls_rss KiB
 one new result landed (tree changed):    $changed_ms ms
 fresh cache, history learned once:       $learn
+signatures on, first scan (trust learned): $sig_first_ms ms
 signatures on, warm scan, median of $reps: $on_med ms ($approved of $lines lines carry a verified approval)
 signatures off, same run, median of $reps: $off_med ms
 ratio signatures on / off:               $sig_ratio   (target < 2.0)
