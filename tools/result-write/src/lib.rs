@@ -91,11 +91,7 @@ impl Signing {
             .filter(|p| !p.as_os_str().is_empty())
             .map(SigningKey::load)
             .transpose()?;
-        let dispatchers = cli
-            .trust
-            .dispatcher_signers()
-            .map(|p| AllowedSigners::load(&p))
-            .transpose()?;
+        let dispatchers = AllowedSigners::load_if(cli.trust.dispatcher_signers())?;
         Ok(Signing { key, dispatchers })
     }
 }

@@ -30,30 +30,7 @@ pub fn image_allowed(allow: &str, image: &str) -> bool {
         .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .any(|p| glob(p.as_bytes(), image.as_bytes()))
-}
-
-fn glob(pat: &[u8], text: &[u8]) -> bool {
-    // Iterative matcher with single-star backtracking: linear-ish, no
-    // recursion a hostile pattern could blow up.
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pat.len() && pat[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pat.len() && pat[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pat[p..].iter().all(|c| *c == b'*')
+        .any(|p| vault_core::glob::matches(p, image))
 }
 
 /// The action's timeout (else the default), capped by `--max-timeout-s`.

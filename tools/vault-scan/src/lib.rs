@@ -73,17 +73,8 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     // Configured checks are loaded first: one that cannot be is an error,
     // never a scan without it.
     cli.admit.admission()?;
-    let signers = cli
-        .admit
-        .approval
-        .allowed_signers()
-        .map(|p| AllowedSigners::load(&p))
-        .transpose()?;
-    let dispatchers = cli
-        .trust
-        .dispatcher_signers()
-        .map(|p| AllowedSigners::load(&p))
-        .transpose()?;
+    let signers = AllowedSigners::load_if(cli.admit.approval.allowed_signers())?;
+    let dispatchers = AllowedSigners::load_if(cli.trust.dispatcher_signers())?;
     let find_approvals = signers.is_some() || cli.admit.approval.approval_ttl_s.is_some();
     let ops = vault_git::Ops::from_config(&cfg)?;
     let ledger = Ledger::new(ops.cache_root());

@@ -70,6 +70,11 @@ const SUPPORTED: &str = "ssh-ed25519, ecdsa-sha2-nistp256, ssh-rsa, sk-ssh-ed255
 
 impl AllowedSigners {
     /// Read and check an allowed-signers file (`gpg.ssh.allowedSignersFile`).
+    /// [`load`](Self::load) a file if one is configured.
+    pub fn load_if(path: Option<std::path::PathBuf>) -> Result<Option<Self>, SignersError> {
+        path.map(|p| Self::load(&p)).transpose()
+    }
+
     pub fn load(path: &Path) -> Result<Self, SignersError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| SignersError::Read {

@@ -9,6 +9,7 @@
 //! ssh-keygen reads it there); on a host with another zone it is refused
 //! with an error asking for the `Z`, never read differently from ssh-keygen.
 
+use vault_core::time::days_from_civil;
 use std::path::Path;
 
 /// Seconds since the epoch of an allowed-signers time, or why it is not one.
@@ -80,18 +81,6 @@ fn days_in_month(y: i64, m: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
