@@ -11,8 +11,9 @@
 //!   after the approving commit is refused (approval expired).
 //! * `VAULT_POLICY`: the per-secret policy ([`crate::secret_policy`]).
 //!
-//! An action's own `not_after` is always enforced. All of these are checked
-//! at a first start only: a run started before was admitted then.
+//! An action's own `not_after` is always enforced. Expiry applies to a
+//! first start only; approval and policy are checked every time secrets
+//! are handed out or a container is created.
 
 use crate::approval::Approval;
 use crate::secret_policy::{Policy, PolicyError, Use};
@@ -37,6 +38,11 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// Whether any check is configured.
+    pub fn configured(&self) -> bool {
+        self.verified || self.ttl_s.is_some() || self.policy.is_some()
+    }
+
     /// Load the policy file (if any) and check the settings agree.
     pub fn new(
         allowed_signers: Option<PathBuf>,
@@ -56,8 +62,9 @@ impl Admission {
         })
     }
 
-    /// Whether `action` of `scan` may start. `first_start`: nothing of it
-    /// was started before (a run started before is not checked again); `image`: the image it
+    /// Whether `action` of `scan` may start (or get its secrets).
+    /// `first_start`: nothing of it was started before (only then can an
+    /// approval expire); `image`: the image it
     /// would run in; `now_ms`: the time now. The error is the one-line
     /// reason to record it `rejected` with.
     pub fn check(
@@ -68,15 +75,14 @@ impl Admission {
         first_start: bool,
         now_ms: u64,
     ) -> Result<(), String> {
-        // A run started before was admitted then.
-        if !first_start {
-            return Ok(());
-        }
         let approval = scan.approval.as_ref();
         if self.verified && approval.and_then(|a| a.principal.as_ref()).is_none() {
             return Err("no verified approval on the scan line (VAULT_ALLOWED_SIGNERS is set; vault-scan verifies approvals)".into());
         }
-        self.check_expiry(action, approval, now_ms)?;
+        // A run started before is not expired by the time that passed since.
+        if first_start {
+            self.check_expiry(action, approval, now_ms)?;
+        }
         if let Some(policy) = &self.policy {
             policy.check(Use {
                 action,
@@ -199,7 +205,7 @@ mod tests {
             .check(&l, &a, None, true, t("2026-11-23T11:00:01Z"))
             .unwrap_err();
         assert!(e.starts_with("approval expired: approved by commit abc"), "{e}");
-        // A resumed run is not a first start.
+        // A resumed run is not a first start: it does not expire.
         assert_eq!(adm.check(&l, &a, None, false, t("2026-11-24T00:00:00Z")), Ok(()));
         let (l, a) = scan(r#"{"id":"a","secrets":[],"formula":"f"}"#, None);
         let e = adm.check(&l, &a, None, true, T0).unwrap_err();

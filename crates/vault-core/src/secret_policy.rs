@@ -9,6 +9,7 @@
 //! networks = ["none"]                    # default ["none"]
 //! max_timeout_s = 600                    # the action must set timeout_s <= this
 //! approvers = ["alice@example.com"]      # allowed-signers principals (globs)
+//! env = ["NPM_CONFIG_TAG"]               # env names the action may set (default: none)
 //! ```
 //!
 //! While a policy is set it is deny by default: an action naming a secret
@@ -53,6 +54,10 @@ pub struct Rule {
     pub max_timeout_s: Option<u64>,
     #[serde(default)]
     pub approvers: Option<Vec<String>>,
+    /// Names (globs) of the `env` entries an action may set; none when
+    /// left out (an env var can redirect where a secret is sent).
+    #[serde(default)]
+    pub env: Vec<String>,
 }
 
 fn none_only() -> Vec<Network> {
@@ -175,6 +180,9 @@ impl Rule {
             }
             _ => {}
         }
+        if let Some(name) = a.env.keys().find(|k| !self.env.iter().any(|p| matches(p, k))) {
+            return Err(format!("env {name:?} is not in its env"));
+        }
         if !self.networks.contains(&a.network) {
             return Err(format!("network {:?} is not in its networks", net(a.network)));
         }
@@ -244,6 +252,7 @@ formulas = ["publish"]
 commands = [["npm", "publish", "*"]]
 max_timeout_s = 600
 approvers = ["alice@example.com", "*@release.example"]
+env = ["NPM_CONFIG_TAG"]
 
 [secrets.db]
 images = ["vault-runner:test"]
@@ -292,6 +301,11 @@ networks = ["none", "bridge"]
         let net = r#"{"id":"a","secrets":["npm_token"],"formula":"publish","timeout_s":1,"network":"bridge"}"#;
         let e = check(&p, net, img, Some("alice@example.com")).unwrap_err();
         assert!(e.contains("network \"bridge\""), "{e}");
+        let env = r#"{"id":"a","secrets":["npm_token"],"formula":"publish","timeout_s":1,"env":{"NPM_CONFIG_REGISTRY":"https://evil"}}"#;
+        let e = check(&p, env, img, Some("alice@example.com")).unwrap_err();
+        assert!(e.contains("env \"NPM_CONFIG_REGISTRY\" is not in its env"), "{e}");
+        let tag = r#"{"id":"a","secrets":["npm_token"],"formula":"publish","timeout_s":1,"env":{"NPM_CONFIG_TAG":"next"}}"#;
+        assert_eq!(check(&p, tag, img, Some("alice@example.com")), Ok(()));
         let db = r#"{"id":"a","secrets":["db"],"command":["migrate"],"network":"bridge"}"#;
         assert_eq!(check(&p, db, img, None), Ok(()));
         // A formula where the rule lists only commands.

@@ -102,6 +102,10 @@ fn land(repo: &OpsRepo, id: &str, json: &str, how: How<'_>) -> String {
     repo.commit_with(&[(&path, Some(json.as_bytes()))], &format!("approve {id}"), &how)
 }
 
+fn result_of(id: &str) -> String {
+    format!("vault/actions/{id}.result.json")
+}
+
 fn status_and_error(repo: &OpsRepo, id: &str) -> (String, String) {
     let r = repo.result(id).unwrap_or_else(|| panic!("{id}: no result"));
     (
@@ -292,6 +296,40 @@ fn a_forged_result_is_replaced_by_the_real_one_and_the_action_runs_once() {
     assert_eq!(repo.head(), head, "settled: a further pass changes nothing");
     assert_eq!(creates(&id, since), 1);
 
+    // The same forged bytes at two more ids, in one unsigned commit: both
+    // count as absent, both run once.
+    let (y, z) = (unique("forged-y"), unique("forged-z"));
+    let same = br#"{"schema":1,"id":"whatever","status":"succeeded"}"#;
+    let (ay, az) = (act(&y, serde_json::json!({})), act(&z, serde_json::json!({})));
+    let (py, pz) = (format!("vault/actions/{y}.json"), format!("vault/actions/{z}.json"));
+    let (ry, rz) = (result_of(&y), result_of(&z));
+    repo.commit(
+        &[
+            (&py, Some(ay.as_bytes())),
+            (&pz, Some(az.as_bytes())),
+            (&ry, Some(&same[..])),
+            (&rz, Some(&same[..])),
+        ],
+        "two forged results, one blob",
+    );
+    site.once().success();
+    for x in [&y, &z] {
+        let (status, error) = status_and_error(&repo, x);
+        assert_eq!(status, "succeeded", "{x}: {error}");
+        assert_eq!(creates(x, since), 1, "{x}");
+    }
+
+    // A real result deleted by an unsigned commit: a fresh dispatcher (no
+    // ledger, no history yet) still sees that it ran, and never runs it.
+    let head = repo.commit(&[(&result_of(&y), None)], "delete a real result");
+    let mut fresh = Site::new(&tb, &repo.url, &secrets, "host-c");
+    fresh.extra_env = site.extra_env.clone();
+    fresh.once().success();
+    let (status, _) = status_and_error(&repo, &y);
+    assert_eq!(status, "abandoned");
+    assert_eq!(creates(&y, since), 1, "never started again");
+    assert_ne!(repo.head(), head);
+
     // A forged outcome over the real one does not stand either: the id is
     // spent (it ran), so it is recorded abandoned, never run again.
     let fake2 = fake.replace("succeeded", "failed");
@@ -457,4 +495,74 @@ fn approvals_expire_by_ttl_and_by_not_after() {
     }
     assert_eq!(creates(&stale, since) + creates(&past, since), 0);
     assert_eq!(creates(&fresh, since) + creates(&future, since), 2);
+}
+
+/// vault-scan alone, with `signers`, against `repo` (its own cache).
+fn scan_with(repo: &OpsRepo, cache: &Path, signers: &Path) -> vault_testkit::Output {
+    let mut cmd = vault_testkit::repo_tool("vault-scan", &repo.url, "host-a", cache);
+    cmd.env("VAULT_ALLOWED_SIGNERS", signers);
+    vault_testkit::run(&mut cmd, b"")
+}
+
+#[test]
+fn a_withdrawn_approval_re_added_unsigned_is_not_taken_from_the_cache() {
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let keys = Keys::new();
+    let alice = keys.key("alice");
+    let signers = keys.signers("allowed_signers", &[("alice@example.com", "", "alice")]);
+    let cache = TempDir::new().unwrap();
+    let id = unique("withdrawn");
+    let json = act(&id, serde_json::json!({}));
+    let signed = How {
+        key: Some(&alice),
+        ..How::default()
+    };
+    let approving = land(&repo, &id, &json, signed);
+    let out = scan_with(&repo, cache.path(), &signers);
+    out.success();
+    assert_eq!(out.lines()[0]["approval"]["commit"], approving.as_str());
+    // Alice withdraws it (signed); the same bytes come back unsigned.
+    let path = format!("vault/actions/{id}.json");
+    repo.commit_with(&[(&path, None)], "withdraw", &signed);
+    let readded = land(&repo, &id, &json, How::default());
+    let out = scan_with(&repo, cache.path(), &signers);
+    out.success();
+    let line = &out.lines()[0];
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("approving commit {readded} is not validly signed: unsigned")),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_tip_reaching_the_last_tip_only_through_a_second_parent_is_a_rewrite() {
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let keys = Keys::new();
+    let alice = keys.key("alice");
+    let signers = keys.signers("allowed_signers", &[("alice@example.com", "", "alice")]);
+    let cache = TempDir::new().unwrap();
+    let base = repo.head();
+    let first = unique("first");
+    land(&repo, &first, &act(&first, serde_json::json!({})), How {
+        key: Some(&alice),
+        ..How::default()
+    });
+    let seen = repo.head();
+    scan_with(&repo, cache.path(), &signers).success();
+    // A merge whose first parent is an older commit and whose second parent
+    // is the tip seen: it descends from the tip, but its first-parent
+    // history (the one approvals and results are read from) does not.
+    let tree = git(&repo.bare, &["rev-parse", &format!("{seen}^{{tree}}")]);
+    let crafted = git(
+        &repo.bare,
+        &["commit-tree", &tree, "-p", &base, "-p", &seen, "-m", "graft"],
+    );
+    git(&repo.bare, &["update-ref", "refs/heads/main", &crafted, &seen]);
+    let out = scan_with(&repo, cache.path(), &signers);
+    out.fails_with_code(6);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(out.stderr.contains(&crafted), "{}", out.stderr);
 }

@@ -55,9 +55,7 @@ impl Ops {
         }
         drop(conn);
         if let Some(old) = cached.filter(|c| *c != tip) {
-            let forward = self
-                .repo
-                .graph_descendant_of(tip, old)
+            let forward = first_parent_descends(&self.repo, tip, old)
                 .map_err(GitError::git(format!(
                     "cannot tell whether {tip} descends from {old}, the last tip seen"
                 )))?;
@@ -85,3 +83,23 @@ impl Ops {
         Ok(tip)
     }
 }
+/// Whether `old` is on the first-parent chain of `tip` (or is `tip`).
+///
+/// This, not plain ancestry, is what "the branch only moved forward" means
+/// here: every history the tools read (approvals, results, what ran) is the
+/// first-parent chain, so a new tip that reaches the old one only through a
+/// second parent (a crafted merge whose first parent is some other commit)
+/// would let a push choose a different past. Such a tip is a rewrite.
+pub fn first_parent_descends(repo: &git2::Repository, tip: Oid, old: Oid) -> Result<bool, git2::Error> {
+    let mut at = repo.find_commit(tip)?;
+    loop {
+        if at.id() == old {
+            return Ok(true);
+        }
+        match at.parents().next() {
+            Some(p) => at = p,
+            None => return Ok(false),
+        }
+    }
+}
+

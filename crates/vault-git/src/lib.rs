@@ -44,6 +44,7 @@ mod tree;
 mod url;
 
 pub use credentials::Credentials;
+pub use fetch::first_parent_descends;
 pub use sig::{verify_commit, AllowedSigners, SigningKey, Unverified, Verified};
 pub use tls::defer_ca_bundle;
 pub use tree::{actions_tree_id, last_change, Tip};

@@ -121,9 +121,9 @@ fn prepare(config: WrapConfig) -> Result<Prepared, Refusal> {
 
     // Every name is validated (by clap or serde) before any file is opened.
     let request = match names {
-        Some(_) if admission.verified || admission.policy.is_some() => {
+        Some(_) if admission.configured() => {
             return Err(Refusal::Usage(
-                "--names has no action to check approvals and the policy against: it cannot be used while VAULT_ALLOWED_SIGNERS or VAULT_POLICY is set".into(),
+                "--names has no action to check approvals, expiry and the policy against: it cannot be used while VAULT_ALLOWED_SIGNERS, VAULT_APPROVAL_TTL_S or VAULT_POLICY is set".into(),
             ))
         }
         Some(names) => Request {
@@ -326,7 +326,7 @@ fn read_request(
     let names = match scan.valid_action() {
         Ok(a) => {
             // Approval, expiry and policy, before anything is decrypted (a
-            // resumed run was admitted when it started).
+            // resumed run does not expire).
             let image = a.image.as_deref().or(runner_image);
             let first = !scan.resume;
             if let Err(why) = admission.check(&scan, a, image, first, vault_core::admit::now_ms()) {

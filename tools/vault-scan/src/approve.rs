@@ -18,7 +18,18 @@ use vault_core::approval::Approval;
 use vault_core::ActionId;
 use vault_git::sig::{verify_commit, AllowedSigners};
 
-const CACHE_MAGIC: &str = concat!("vault-scan approvals 1 ", env!("CARGO_PKG_VERSION"));
+const CACHE_MAGIC: &str = concat!("vault-scan approvals 2 ", env!("CARGO_PKG_VERSION"));
+
+/// What happened to the branch since the cache file was written: entries
+/// of action files a walked commit touched are dropped (a file deleted and
+/// added again has a new approving commit), and the whole file when it was
+/// not written at `tip` (the last tip before this scan) or after an
+/// accepted rewrite.
+pub struct Since<'a> {
+    pub tip: Option<Oid>,
+    pub touched: &'a std::collections::HashSet<Vec<u8>>,
+    pub rewritten: bool,
+}
 
 /// Finds and checks approvals for one scan.
 pub struct Approvals<'r> {
@@ -39,11 +50,20 @@ impl<'r> Approvals<'r> {
         tip: Oid,
         signers: Option<AllowedSigners>,
         path: PathBuf,
+        since: Since<'_>,
     ) -> Self {
-        let known = std::fs::read_to_string(&path)
+        let loaded = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| parse_cache(&t))
-            .unwrap_or_default();
+            .filter(|(at, _)| !since.rewritten && since.tip == Some(*at));
+        // Written at another tip than this scan's: write it again.
+        let dirty = loaded.as_ref().is_none_or(|(at, _)| *at != tip);
+        let mut known = loaded.map(|(_, known)| known).unwrap_or_default();
+        known.retain(|key, _| {
+            let id = key.split(' ').next().unwrap_or_default();
+            let name = format!("{id}{}", vault_core::layout::ACTION_SUFFIX);
+            !since.touched.contains(name.as_bytes())
+        });
         Approvals {
             repo,
             tip,
@@ -51,7 +71,7 @@ impl<'r> Approvals<'r> {
             path,
             known,
             used: HashMap::new(),
-            dirty: false,
+            dirty,
         }
     }
 
@@ -95,8 +115,7 @@ impl<'r> Approvals<'r> {
         if !self.dirty && self.used.len() == self.known.len() {
             return Ok(());
         }
-        let mut text = String::from(CACHE_MAGIC);
-        text.push('\n');
+        let mut text = format!("{CACHE_MAGIC}\n{}\n", self.tip);
         let mut keys: Vec<_> = self.used.iter().collect();
         keys.sort();
         for (k, c) in keys {
@@ -106,17 +125,19 @@ impl<'r> Approvals<'r> {
     }
 }
 
-fn parse_cache(text: &str) -> Option<HashMap<String, Oid>> {
+/// The tip the file was written at, and its entries.
+fn parse_cache(text: &str) -> Option<(Oid, HashMap<String, Oid>)> {
     let mut lines = text.lines();
     if lines.next()? != CACHE_MAGIC {
         return None;
     }
+    let tip = Oid::from_str(lines.next()?).ok()?;
     let mut out = HashMap::new();
     for line in lines {
         let (key, commit) = line.rsplit_once(' ')?;
         out.insert(key.to_string(), Oid::from_str(commit).ok()?);
     }
-    Some(out)
+    Some((tip, out))
 }
 
 fn rfc3339_s(secs: i64) -> String {

@@ -82,12 +82,12 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     let repo = ops.repo();
     let state = State::new(|name| ops.state_path(name));
     let mut seen = SeenIds::default();
-    let mut introduced = HashMap::new();
+    let mut walked = Walked::default();
     let before = state.last_tip()?;
     // What this host pushed since the last scan (claims, results) moved the
     // cache's tracking ref: learn it before a fetch can move past it.
     if let Some(cached) = ops.cached_tip() {
-        introduced = advance(repo, &state, &mut seen, cached, Rewrite::Skip, cli.verbose)?;
+        walked = advance(repo, &state, &mut seen, cached, Rewrite::Skip, cli.verbose)?;
     }
     let commit = ops.fetch_accepting(cli.accept_rewrite.as_deref())?;
     let on_rewrite = if cli.accept_rewrite.is_some() {
@@ -97,7 +97,8 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     };
     // Newest first: what the fetched commits did overrides the older.
     let newer = advance(repo, &state, &mut seen, commit, on_rewrite, cli.verbose)?;
-    introduced.extend(newer);
+    walked.introduced.extend(newer.introduced);
+    walked.touched.extend(newer.touched);
     let Some(tree) = vault_git::actions_tree_id(repo, commit)? else {
         if cli.verbose {
             report(TOOL, format!("{commit} has no vault/actions folder"));
@@ -135,26 +136,35 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     let mut trust = None;
     if let (Some(signers), Some(path)) = (dispatchers, cli.trust.dispatcher_signers()) {
         let store = ops.state_path("trust.json");
+        let introduced = std::mem::take(&mut walked.introduced);
         let mut t = trust::Trust::update(repo, &path, signers, store, before, commit, introduced)?;
         let disbelieved = t.disbelieved(tree)?;
         t.save()?;
         if !disbelieved.is_empty() {
             let actions = repo.find_tree(tree)?;
+            let mut ambiguous = scan::ambiguities(repo, tree)?;
             candidates.retain(|c| !disbelieved.contains_key(c.key()));
-            for (id, (blob, why)) in disbelieved {
-                report(TOOL, format!("{id}: {why}"));
-                let Ok(id) = ActionId::parse(&id) else { continue };
-                if let Some(c) = scan::pending_in(&actions, &id) {
+            for (id, d) in &disbelieved {
+                report(TOOL, format!("{id}: {}", d.why));
+                let Ok(id) = ActionId::parse(id) else { continue };
+                let unclear = ambiguous.remove(&id);
+                if let Some(c) = scan::pending_in(&actions, &id, unclear) {
                     candidates.push(c);
-                    replaces.insert(id, blob);
+                    replaces.insert(id, d.blob.clone());
                 }
             }
             candidates.sort_by(|a, b| a.key().cmp(b.key()));
         }
-        trust = Some(t);
+        trust = Some(disbelieved);
     }
     let mut approvals = find_approvals.then(|| {
-        approve::Approvals::new(repo, commit, signers, ops.state_path("approvals"))
+        let path = ops.state_path("approvals");
+        let valid = approve::Since {
+            tip: before,
+            touched: &walked.touched,
+            rewritten: cli.accept_rewrite.is_some(),
+        };
+        approve::Approvals::new(repo, commit, signers, path, valid)
     });
     // What history says of the ids that could run, in one look-up.
     let asked: Vec<&ActionId> = candidates
@@ -205,10 +215,12 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
                 continue;
             }
         };
-        // With dispatcher signatures on, history's evidence of a result
-        // counts only if a listed dispatcher signed it.
+        // With dispatcher signatures on, the history's evidence of a result
+        // is set aside only when it is the very commit of the result file
+        // not believed; any other evidence stands (never a second run).
         let evidence = history.get(id.as_str()).filter(|(_, c)| {
-            trust.as_mut().is_none_or(|t| t.verdict(*c).is_ok())
+            let forged = trust.as_ref().and_then(|d| d.get(id.as_str()));
+            forged.is_none_or(|d| d.commit != c.to_string())
         });
         let mut spent = spent_reason(&ledger, evidence, &id, resume, commit)?;
         let mut line = scan::scan_line(repo, commit, id, kind, &oid, resume);
@@ -254,8 +266,16 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     Ok(())
 }
 
-/// Result blob → its id and the newest commit that put it in place.
-pub type Introduced = HashMap<Oid, (String, Oid)>;
+/// (id, result blob) → the newest commit that put it in place.
+pub type Introduced = HashMap<(String, Oid), Oid>;
+
+/// What [`advance`]'s walk found.
+#[derive(Default)]
+pub struct Walked {
+    pub introduced: Introduced,
+    /// Action file names a walked commit changed.
+    pub touched: std::collections::HashSet<Vec<u8>>,
+}
 
 /// What [`advance`] does with a tip that does not descend from the last
 /// one dispatched from.
@@ -279,7 +299,7 @@ fn advance(
     tip: Oid,
     on_rewrite: Rewrite,
     verbose: bool,
-) -> anyhow::Result<Introduced> {
+) -> anyhow::Result<Walked> {
     let not_rewritten = || {
         if on_rewrite == Rewrite::Accept {
             report(
@@ -293,10 +313,10 @@ fn advance(
         None => None,
         Some(last) if last == tip => {
             not_rewritten();
-            return Ok(HashMap::new());
+            return Ok(Walked::default());
         }
         Some(last) => {
-            let forward = repo.graph_descendant_of(tip, last).map_err(|e| {
+            let forward = vault_git::first_parent_descends(repo, tip, last).map_err(|e| {
                 anyhow::anyhow!(
                     "cannot tell whether {tip} descends from {last}, the last tip dispatched from: {}",
                     e.message()
@@ -307,7 +327,7 @@ fn advance(
                     not_rewritten();
                     Some(last)
                 }
-                (false, Rewrite::Skip) => return Ok(HashMap::new()),
+                (false, Rewrite::Skip) => return Ok(Walked::default()),
                 (false, Rewrite::Refuse) => {
                     return Err(GitError::Rewritten {
                         old: last,
@@ -355,7 +375,10 @@ fn advance(
     }
     state.store_seen(seen)?;
     state.save_tip(tip)?;
-    Ok(learned.introduced)
+    Ok(Walked {
+        introduced: learned.introduced,
+        touched: learned.touched,
+    })
 }
 
 /// Why `id` must not start: this cache's ledger has a start of it, or the

@@ -264,20 +264,7 @@ pub fn candidates(
     tree_id: Oid,
     results: &mut ResultCache,
 ) -> Result<Vec<Candidate>, TreeError> {
-    let mut ambiguous: HashMap<ActionId, String> = HashMap::new();
-    for p in crate::treecheck::check_actions_tree(repo, tree_id)? {
-        match &p.id {
-            Some(id) if p.check != "treeNotSorted" => {
-                ambiguous.entry(id.clone()).or_insert_with(|| p.to_string());
-            }
-            _ => {
-                return Err(TreeError::Malformed {
-                    tree: tree_id,
-                    problem: p.to_string(),
-                })
-            }
-        }
-    }
+    let mut ambiguous = ambiguities(repo, tree_id)?;
     let tree = repo.find_tree(tree_id)?;
     let mut listed = std::collections::HashSet::new();
     let mut out = Vec::new();
@@ -354,9 +341,34 @@ pub fn candidates(
     Ok(out)
 }
 
+/// The raw-tree check of `tree_id` ([`crate::treecheck`]): the ids it is
+/// ambiguous about, with why; an error for a tree refused whole.
+pub fn ambiguities(repo: &Repository, tree_id: Oid) -> Result<HashMap<ActionId, String>, TreeError> {
+    let mut ambiguous: HashMap<ActionId, String> = HashMap::new();
+    for p in crate::treecheck::check_actions_tree(repo, tree_id)? {
+        match &p.id {
+            Some(id) if p.check != "treeNotSorted" => {
+                ambiguous.entry(id.clone()).or_insert_with(|| p.to_string());
+            }
+            _ => {
+                return Err(TreeError::Malformed {
+                    tree: tree_id,
+                    problem: p.to_string(),
+                })
+            }
+        }
+    }
+    Ok(ambiguous)
+}
+
 /// The action `id` of the `vault/actions` tree `tree` as pending (its
-/// result file aside), if it has an action file.
-pub fn pending_in(tree: &git2::Tree<'_>, id: &ActionId) -> Option<Candidate> {
+/// result file aside), if it has an action file; `ambiguous` as
+/// [`ambiguities`] says.
+pub fn pending_in(
+    tree: &git2::Tree<'_>,
+    id: &ActionId,
+    ambiguous: Option<String>,
+) -> Option<Candidate> {
     let entry = tree.get_name(&id.action_file_name())?;
     let kind = match entry.filemode() {
         0o100644 | 0o100755 => EntryKind::Blob,
@@ -368,7 +380,7 @@ pub fn pending_in(tree: &git2::Tree<'_>, id: &ActionId) -> Option<Candidate> {
         id: id.clone(),
         kind,
         oid: entry.id().to_string(),
-        ambiguous: None,
+        ambiguous,
     })
 }
 

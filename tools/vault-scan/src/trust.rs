@@ -22,24 +22,35 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use vault_git::sig::{verify_commit, AllowedSigners};
 
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
-/// A result blob not to believe.
+/// A result file (id and blob) not to believe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Untrusted {
     pub id: String,
+    pub blob: String,
     pub commit: String,
     pub why: String,
 }
 
-/// Id → (blob, why): the result files of one tree not to believe.
-pub type Disbelieved = BTreeMap<String, (String, String)>;
+/// A result file at the tip not to believe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disbelief {
+    pub blob: String,
+    /// The commit that last changed it (not dispatcher-signed).
+    pub commit: String,
+    pub why: String,
+}
+
+/// Id → why: the result files of one tree not to believe.
+pub type Disbelieved = BTreeMap<String, Disbelief>;
 
 #[derive(Serialize, Deserialize)]
 struct File {
     format: u32,
     signers: String,
     tip: String,
+    /// Keyed by `"<id> <blob>"`: one blob may be forged at several ids.
     untrusted: BTreeMap<String, Untrusted>,
     /// What [`Trust::disbelieved`] found in this `vault/actions` tree: a
     /// tree of 200,000 entries is not parsed again while it is unchanged.
@@ -107,18 +118,20 @@ impl<'r> Trust<'r> {
             (None, None) => introduced,
             (None, Some(_)) => history::learn(repo, tip, None, &mut SeenIds::default())?.introduced,
         };
-        for (blob, (id, commit)) in introduced {
+        for ((id, blob), commit) in introduced {
+            let key = format!("{id} {blob}");
             match trust.verdict(commit) {
                 Ok(()) => {
-                    trust.file.untrusted.remove(&blob.to_string());
+                    trust.file.untrusted.remove(&key);
                 }
                 Err(why) => {
                     let u = Untrusted {
                         id,
+                        blob: blob.to_string(),
                         commit: commit.to_string(),
                         why,
                     };
-                    trust.file.untrusted.insert(blob.to_string(), u);
+                    trust.file.untrusted.insert(key, u);
                 }
             }
         }
@@ -158,14 +171,19 @@ impl<'r> Trust<'r> {
         }
         let actions = self.repo.find_tree(tree)?;
         let mut out = Disbelieved::new();
-        for (blob, u) in &self.file.untrusted {
+        for u in self.file.untrusted.values() {
             let name = format!("{}{}", u.id, vault_core::layout::RESULT_SUFFIX);
-            if actions.get_name(&name).is_some_and(|e| e.id().to_string() == *blob) {
+            if actions.get_name(&name).is_some_and(|e| e.id().to_string() == u.blob) {
                 let why = format!(
-                    "its result file (blob {blob}) was last changed by commit {}, which is not signed by a listed dispatcher ({}); it counts as absent",
-                    u.commit, u.why
+                    "its result file (blob {}) was last changed by commit {}, which is not signed by a listed dispatcher ({}); it counts as absent",
+                    u.blob, u.commit, u.why
                 );
-                out.insert(u.id.clone(), (blob.clone(), why));
+                let d = Disbelief {
+                    blob: u.blob.clone(),
+                    commit: u.commit.clone(),
+                    why,
+                };
+                out.insert(u.id.clone(), d);
             }
         }
         self.file.memo = Some((key, out.clone()));

@@ -3,7 +3,7 @@
 use super::{Seen, SeenIds};
 use crate::scan::{read_result, ResultState};
 use git2::{Oid, Repository};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use vault_core::ActionId;
 
 /// The id of the `vault/actions` tree of `commit`, if any.
@@ -21,13 +21,21 @@ struct Change {
 /// The result files of one `vault/actions` tree: id → blob id.
 type Results = HashMap<String, Oid>;
 
+/// The direct entries of one `vault/actions` tree that the walk compares.
+#[derive(Default)]
+struct Entries {
+    results: Results,
+    /// Action files (`<id>.json`): file name → blob id.
+    actions: HashMap<Vec<u8>, Oid>,
+}
+
 /// The result files (`<id>.result.json`, direct entries) of the raw tree
 /// object `tree` (a commit changes one or two entries of a folder that may
 /// hold 200,000: reading the raw object once is far cheaper than libgit2's
 /// tree diff). A tree that does not parse past some entry has the ones
 /// before it (the scan of the tip refuses such a tree on its own).
-fn read_results(repo: &Repository, tree: Option<Oid>) -> Result<Results, git2::Error> {
-    let mut out = Results::new();
+fn read_results(repo: &Repository, tree: Option<Oid>) -> Result<Entries, git2::Error> {
+    let mut out = Entries::default();
     let Some(tree) = tree else {
         return Ok(out);
     };
@@ -49,7 +57,14 @@ fn read_results(repo: &Repository, tree: Option<Oid>) -> Result<Results, git2::E
         };
         let (mode, name) = (&rest[..sp], &rest[sp + 1..nul]);
         rest = &rest[nul + 21..];
-        if mode == b"40000" || mode == b"160000" {
+        if mode == b"40000" {
+            continue;
+        }
+        let result = name.ends_with(vault_core::layout::RESULT_SUFFIX.as_bytes());
+        if !result && name.ends_with(vault_core::layout::ACTION_SUFFIX.as_bytes()) {
+            out.actions.insert(name.to_vec(), oid);
+        }
+        if mode == b"160000" {
             continue;
         }
         let stem = name
@@ -57,7 +72,7 @@ fn read_results(repo: &Repository, tree: Option<Oid>) -> Result<Results, git2::E
             .and_then(|s| std::str::from_utf8(s).ok())
             .filter(|s| ActionId::parse(s).is_ok());
         if let Some(stem) = stem {
-            out.insert(stem.to_string(), oid);
+            out.results.insert(stem.to_string(), oid);
         }
     }
     Ok(out)
@@ -108,9 +123,26 @@ pub struct Vanished {
 pub struct Learned {
     pub commits: usize,
     pub vanished: Vec<Vanished>,
-    /// Each result blob a walked commit put in place, with its id and the
-    /// newest such commit: the commit that last changed that result file.
-    pub introduced: HashMap<Oid, (String, Oid)>,
+    /// Each (id, result blob) a walked commit put in place, with the newest
+    /// such commit: the commit that last changed that result file.
+    pub introduced: HashMap<(String, Oid), Oid>,
+    /// The action files (`<id>.json` names) a walked commit added, changed
+    /// or deleted: their approving commit may have changed.
+    pub touched: HashSet<Vec<u8>>,
+}
+
+/// Note the action files that differ between two trees.
+fn note_actions(before: &HashMap<Vec<u8>, Oid>, after: &HashMap<Vec<u8>, Oid>, learned: &mut Learned) {
+    for (name, blob) in after {
+        if before.get(name) != Some(blob) {
+            learned.touched.insert(name.clone());
+        }
+    }
+    for name in before.keys() {
+        if !after.contains_key(name) {
+            learned.touched.insert(name.clone());
+        }
+    }
 }
 
 /// For one change of a result file: note what it became in `seen`, and
@@ -170,12 +202,10 @@ pub fn learn(
             std::mem::take(&mut new_results)
         } else {
             let old_results = read_results(repo, old_tree)?;
-            for c in changed_results(&old_results, &new_results) {
+            note_actions(&old_results.actions, &new_results.actions, &mut learned);
+            for c in changed_results(&old_results.results, &new_results.results) {
                 if let Some(blob) = c.new {
-                    learned
-                        .introduced
-                        .entry(blob)
-                        .or_insert_with(|| (c.id.clone(), at));
+                    learned.introduced.entry((c.id.clone(), blob)).or_insert(at);
                 }
                 if let Some(became) = note_change(repo, &mut states, &c, at, seen) {
                     learned.vanished.push(Vanished {
@@ -209,8 +239,8 @@ pub fn vanished_finals(
     seen: &mut SeenIds,
 ) -> Result<Vec<(String, &'static str)>, git2::Error> {
     let changes = changed_results(
-        &read_results(repo, actions_tree(repo, old)?)?,
-        &read_results(repo, actions_tree(repo, new)?)?,
+        &read_results(repo, actions_tree(repo, old)?)?.results,
+        &read_results(repo, actions_tree(repo, new)?)?.results,
     );
     let mut out = Vec::new();
     for c in changes {
