@@ -200,13 +200,22 @@ mod tests {
         let t = |s: &str| crate::time::parse_ms(s).expect("time");
         let approval = Some(at("2026-11-23T10:00:00Z", None));
         let (l, a) = scan(r#"{"id":"a","secrets":[],"formula":"f"}"#, approval);
-        assert_eq!(adm.check(&l, &a, None, true, t("2026-11-23T10:59:59Z")), Ok(()));
+        assert_eq!(
+            adm.check(&l, &a, None, true, t("2026-11-23T10:59:59Z")),
+            Ok(())
+        );
         let e = adm
             .check(&l, &a, None, true, t("2026-11-23T11:00:01Z"))
             .unwrap_err();
-        assert!(e.starts_with("approval expired: approved by commit abc"), "{e}");
+        assert!(
+            e.starts_with("approval expired: approved by commit abc"),
+            "{e}"
+        );
         // A resumed run is not a first start: it does not expire.
-        assert_eq!(adm.check(&l, &a, None, false, t("2026-11-24T00:00:00Z")), Ok(()));
+        assert_eq!(
+            adm.check(&l, &a, None, false, t("2026-11-24T00:00:00Z")),
+            Ok(())
+        );
         let (l, a) = scan(r#"{"id":"a","secrets":[],"formula":"f"}"#, None);
         let e = adm.check(&l, &a, None, true, T0).unwrap_err();
         assert!(e.contains("no approval time"), "{e}");
@@ -214,7 +223,10 @@ mod tests {
         let off = Admission::default();
         let na = r#"{"id":"a","secrets":[],"formula":"f","not_after":"2026-11-23T12:00:00Z"}"#;
         let (l, a) = scan(na, None);
-        assert_eq!(off.check(&l, &a, None, true, t("2026-11-23T12:00:00Z")), Ok(()));
+        assert_eq!(
+            off.check(&l, &a, None, true, t("2026-11-23T12:00:00Z")),
+            Ok(())
+        );
         let e = off
             .check(&l, &a, None, true, t("2026-11-23T12:00:01Z"))
             .unwrap_err();

@@ -167,7 +167,9 @@ impl Policy {
 impl Rule {
     fn check(&self, u: Use<'_>) -> Result<(), String> {
         let a = u.action;
-        let image = u.image.ok_or("the action names no image and there is no runner default")?;
+        let image = u
+            .image
+            .ok_or("the action names no image and there is no runner default")?;
         if !self.images.iter().any(|p| matches(p, image)) {
             return Err(format!("image {image:?} is not in its images"));
         }
@@ -180,11 +182,18 @@ impl Rule {
             }
             _ => {}
         }
-        if let Some(name) = a.env.keys().find(|k| !self.env.iter().any(|p| matches(p, k))) {
+        if let Some(name) = a
+            .env
+            .keys()
+            .find(|k| !self.env.iter().any(|p| matches(p, k)))
+        {
             return Err(format!("env {name:?} is not in its env"));
         }
         if !self.networks.contains(&a.network) {
-            return Err(format!("network {:?} is not in its networks", net(a.network)));
+            return Err(format!(
+                "network {:?} is not in its networks",
+                net(a.network)
+            ));
         }
         if let Some(max) = self.max_timeout_s {
             match a.timeout_s {
@@ -277,7 +286,10 @@ networks = ["none", "bridge"]
         assert_eq!(check(&p, ok, img, Some("alice@example.com")), Ok(()));
         assert_eq!(check(&p, ok, img, Some("bot@release.example")), Ok(()));
         let e = check(&p, ok, img, Some("mallory@example.com")).unwrap_err();
-        assert!(e.contains("\"npm_token\"") && e.contains("may not approve"), "{e}");
+        assert!(
+            e.contains("\"npm_token\"") && e.contains("may not approve"),
+            "{e}"
+        );
         let e = check(&p, ok, img, None).unwrap_err();
         assert!(e.contains("no verified approver"), "{e}");
         let e = check(&p, ok, Some("busybox"), Some("alice@example.com")).unwrap_err();
@@ -294,7 +306,10 @@ networks = ["none", "bridge"]
         assert!(e.contains("command is not in its commands"), "{e}");
         let slow = r#"{"id":"a","secrets":["npm_token"],"formula":"publish","timeout_s":601}"#;
         let e = check(&p, slow, img, Some("alice@example.com")).unwrap_err();
-        assert!(e.contains("timeout_s 601 is over its max_timeout_s 600"), "{e}");
+        assert!(
+            e.contains("timeout_s 601 is over its max_timeout_s 600"),
+            "{e}"
+        );
         let unset = r#"{"id":"a","secrets":["npm_token"],"formula":"publish"}"#;
         let e = check(&p, unset, img, Some("alice@example.com")).unwrap_err();
         assert!(e.contains("sets no timeout_s"), "{e}");
@@ -303,7 +318,10 @@ networks = ["none", "bridge"]
         assert!(e.contains("network \"bridge\""), "{e}");
         let env = r#"{"id":"a","secrets":["npm_token"],"formula":"publish","timeout_s":1,"env":{"NPM_CONFIG_REGISTRY":"https://evil"}}"#;
         let e = check(&p, env, img, Some("alice@example.com")).unwrap_err();
-        assert!(e.contains("env \"NPM_CONFIG_REGISTRY\" is not in its env"), "{e}");
+        assert!(
+            e.contains("env \"NPM_CONFIG_REGISTRY\" is not in its env"),
+            "{e}"
+        );
         let tag = r#"{"id":"a","secrets":["npm_token"],"formula":"publish","timeout_s":1,"env":{"NPM_CONFIG_TAG":"next"}}"#;
         assert_eq!(check(&p, tag, img, Some("alice@example.com")), Ok(()));
         let db = r#"{"id":"a","secrets":["db"],"command":["migrate"],"network":"bridge"}"#;
@@ -318,7 +336,10 @@ networks = ["none", "bridge"]
         let p = load(POLICY).expect("policy");
         let a = r#"{"id":"a","secrets":["db","aws"],"command":["migrate"]}"#;
         let e = check(&p, a, Some("vault-runner:test"), None).unwrap_err();
-        assert!(e.contains("secret \"aws\" is not listed") && e.contains("deny by default"), "{e}");
+        assert!(
+            e.contains("secret \"aws\" is not listed") && e.contains("deny by default"),
+            "{e}"
+        );
         let none = r#"{"id":"a","secrets":[],"command":["anything"]}"#;
         assert_eq!(check(&p, none, Some("busybox"), None), Ok(()));
         let empty = load("secrets = {}\n").expect("empty policy");
@@ -330,12 +351,24 @@ networks = ["none", "bridge"]
     fn a_bad_file_is_one_line_error() {
         for (text, want) in [
             ("[secrets.x\nimages = []", "line 1"),
-            ("[secrets.x]\nimages = [\"a\"]\nimagez = [\"b\"]\n", "line 3"),
-            ("[secrets.x]\nformulas = [\"a\"]\n", "missing field `images`"),
+            (
+                "[secrets.x]\nimages = [\"a\"]\nimagez = [\"b\"]\n",
+                "line 3",
+            ),
+            (
+                "[secrets.x]\nformulas = [\"a\"]\n",
+                "missing field `images`",
+            ),
             ("[secrets.x]\nimages = []\n", "images is empty"),
             ("[secrets.\"../x\"]\nimages = [\"a\"]\n", "[secrets.../x]"),
-            ("[secrets.x]\nimages = [\"a\"]\nnetworks = [\"host\"]\n", "line 3"),
-            ("[secrets.x]\nimages = [\"a\"]\napprovers = []\n", "approvers is empty"),
+            (
+                "[secrets.x]\nimages = [\"a\"]\nnetworks = [\"host\"]\n",
+                "line 3",
+            ),
+            (
+                "[secrets.x]\nimages = [\"a\"]\napprovers = []\n",
+                "approvers is empty",
+            ),
             ("", "missing field `secrets`"),
         ] {
             let e = load(text).unwrap_err().to_string();
@@ -343,6 +376,8 @@ networks = ["none", "bridge"]
             assert!(e.starts_with("the policy "), "{e}");
         }
         let e = Policy::load(Path::new("/nonexistent/policy.toml")).unwrap_err();
-        assert!(e.to_string().starts_with("cannot read the policy /nonexistent/policy.toml"));
+        assert!(e
+            .to_string()
+            .starts_with("cannot read the policy /nonexistent/policy.toml"));
     }
 }

@@ -99,7 +99,11 @@ fn act(id: &str, extra: serde_json::Value) -> String {
 
 fn land(repo: &OpsRepo, id: &str, json: &str, how: How<'_>) -> String {
     let path = format!("vault/actions/{id}.json");
-    repo.commit_with(&[(&path, Some(json.as_bytes()))], &format!("approve {id}"), &how)
+    repo.commit_with(
+        &[(&path, Some(json.as_bytes()))],
+        &format!("approve {id}"),
+        &how,
+    )
 }
 
 fn result_of(id: &str) -> String {
@@ -134,8 +138,10 @@ fn signed_approvals_run_and_every_other_is_rejected_as_git_would() {
         ],
     );
     let mut site = Site::new(&tb, &repo.url, &secrets, "host-a");
-    site.extra_env
-        .push(("VAULT_ALLOWED_SIGNERS".into(), signers.display().to_string()));
+    site.extra_env.push((
+        "VAULT_ALLOWED_SIGNERS".into(),
+        signers.display().to_string(),
+    ));
     let since = now_s();
 
     let ok = unique("signed");
@@ -146,7 +152,12 @@ fn signed_approvals_run_and_every_other_is_rejected_as_git_would() {
     };
     let ok_commit = land(&repo, &ok, &act(&ok, serde_json::json!({})), by_alice);
     let unsigned = unique("unsigned");
-    let unsigned_commit = land(&repo, &unsigned, &act(&unsigned, serde_json::json!({})), How::default());
+    let unsigned_commit = land(
+        &repo,
+        &unsigned,
+        &act(&unsigned, serde_json::json!({})),
+        How::default(),
+    );
     let stranger = unique("stranger");
     let stranger_commit = land(
         &repo,
@@ -187,11 +198,17 @@ fn signed_approvals_run_and_every_other_is_rejected_as_git_would() {
         by_alice,
     );
     let raw = git(&repo.bare, &["cat-file", "commit", &signed]);
-    let forged = raw.replace(&format!("approve {tampered}"), &format!("approve {tampered} (edited)"));
+    let forged = raw.replace(
+        &format!("approve {tampered}"),
+        &format!("approve {tampered} (edited)"),
+    );
     assert_ne!(raw, forged);
     let tampered_commit = hash_commit(&repo, &forged);
     // In place of the signed one (nothing has scanned it yet).
-    git(&repo.bare, &["update-ref", "refs/heads/main", &tampered_commit, &signed]);
+    git(
+        &repo.bare,
+        &["update-ref", "refs/heads/main", &tampered_commit, &signed],
+    );
 
     // The verdicts git itself gives, for the record.
     let cases = [
@@ -203,7 +220,11 @@ fn signed_approvals_run_and_every_other_is_rejected_as_git_would() {
         (&tampered, &tampered_commit, false),
     ];
     for (id, sha, accepted) in &cases {
-        assert_eq!(git_verifies(&repo, &signers, sha), *accepted, "{id}: git verify-commit");
+        assert_eq!(
+            git_verifies(&repo, &signers, sha),
+            *accepted,
+            "{id}: git verify-commit"
+        );
     }
 
     let out = site.once();
@@ -212,7 +233,11 @@ fn signed_approvals_run_and_every_other_is_rejected_as_git_would() {
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(r["approval"]["commit"], ok_commit.as_str(), "{r}");
     assert_eq!(r["approval"]["principal"], "alice@example.com", "{r}");
-    assert_eq!(r["approval"]["fingerprint"], keys.fingerprint("alice").as_str(), "{r}");
+    assert_eq!(
+        r["approval"]["fingerprint"],
+        keys.fingerprint("alice").as_str(),
+        "{r}"
+    );
     assert_eq!(creates(&ok, since), 1);
 
     for (id, want) in [
@@ -224,7 +249,10 @@ fn signed_approvals_run_and_every_other_is_rejected_as_git_would() {
     ] {
         let (status, error) = status_and_error(&repo, id);
         assert_eq!(status, "rejected", "{id}: {error}");
-        assert!(error.contains("not approved") && error.contains(want), "{id}: {error}");
+        assert!(
+            error.contains("not approved") && error.contains(want),
+            "{id}: {error}"
+        );
         assert_eq!(creates(id, since), 0, "{id} never started");
     }
 }
@@ -261,7 +289,10 @@ fn a_forged_result_is_replaced_by_the_real_one_and_the_action_runs_once() {
     let mut site = Site::new(&tb, &repo.url, &secrets, "host-a");
     site.extra_env.extend([
         ("VAULT_SIGNING_KEY".into(), dispatcher.display().to_string()),
-        ("VAULT_DISPATCHER_SIGNERS".into(), dispatchers.display().to_string()),
+        (
+            "VAULT_DISPATCHER_SIGNERS".into(),
+            dispatchers.display().to_string(),
+        ),
     ]);
     let since = now_s();
     let id = unique("forged");
@@ -271,27 +302,43 @@ fn a_forged_result_is_replaced_by_the_real_one_and_the_action_runs_once() {
     );
     repo.commit(
         &[
-            (&format!("vault/actions/{id}.json"), Some(act(&id, serde_json::json!({})).as_bytes())),
-            (&format!("vault/actions/{id}.result.json"), Some(fake.as_bytes())),
+            (
+                &format!("vault/actions/{id}.json"),
+                Some(act(&id, serde_json::json!({})).as_bytes()),
+            ),
+            (
+                &format!("vault/actions/{id}.result.json"),
+                Some(fake.as_bytes()),
+            ),
         ],
         "approve with a forged result",
     );
     let out = site.once();
     out.success();
     assert!(
-        out.stderr.contains("not signed by a listed dispatcher") && out.stderr.contains("counts as absent"),
+        out.stderr.contains("not signed by a listed dispatcher")
+            && out.stderr.contains("counts as absent"),
         "{}",
         out.stderr
     );
     assert_eq!(creates(&id, since), 1, "the approved action ran once");
     let r = repo.result(&id).unwrap();
     assert_eq!(r["status"], "succeeded", "{r}");
-    assert!(r["container"]["id"].is_string(), "the real result replaced the fake: {r}");
+    assert!(
+        r["container"]["id"].is_string(),
+        "the real result replaced the fake: {r}"
+    );
     // Every commit the dispatcher made is signed, as git sees it.
     let head = repo.head();
-    assert!(git_verifies(&repo, &dispatchers, &head), "the result commit verifies");
+    assert!(
+        git_verifies(&repo, &dispatchers, &head),
+        "the result commit verifies"
+    );
     let claim = git(&repo.bare, &["rev-parse", &format!("{head}^")]);
-    assert!(git_verifies(&repo, &dispatchers, &claim), "the claim commit verifies");
+    assert!(
+        git_verifies(&repo, &dispatchers, &claim),
+        "the claim commit verifies"
+    );
     site.once().success();
     assert_eq!(repo.head(), head, "settled: a further pass changes nothing");
     assert_eq!(creates(&id, since), 1);
@@ -300,8 +347,14 @@ fn a_forged_result_is_replaced_by_the_real_one_and_the_action_runs_once() {
     // count as absent, both run once.
     let (y, z) = (unique("forged-y"), unique("forged-z"));
     let same = br#"{"schema":1,"id":"whatever","status":"succeeded"}"#;
-    let (ay, az) = (act(&y, serde_json::json!({})), act(&z, serde_json::json!({})));
-    let (py, pz) = (format!("vault/actions/{y}.json"), format!("vault/actions/{z}.json"));
+    let (ay, az) = (
+        act(&y, serde_json::json!({})),
+        act(&z, serde_json::json!({})),
+    );
+    let (py, pz) = (
+        format!("vault/actions/{y}.json"),
+        format!("vault/actions/{z}.json"),
+    );
     let (ry, rz) = (result_of(&y), result_of(&z));
     repo.commit(
         &[
@@ -334,7 +387,10 @@ fn a_forged_result_is_replaced_by_the_real_one_and_the_action_runs_once() {
     // spent (it ran), so it is recorded abandoned, never run again.
     let fake2 = fake.replace("succeeded", "failed");
     repo.commit(
-        &[(&format!("vault/actions/{id}.result.json"), Some(fake2.as_bytes()))],
+        &[(
+            &format!("vault/actions/{id}.result.json"),
+            Some(fake2.as_bytes()),
+        )],
         "forge over the real result",
     );
     site.once().success();
@@ -370,13 +426,19 @@ fn the_secret_policy_denies_by_default_and_names_the_rule() {
     let bob = keys.key("bob");
     let signers = keys.signers(
         "allowed_signers",
-        &[("alice@example.com", "", "alice"), ("bob@example.com", "", "bob")],
+        &[
+            ("alice@example.com", "", "alice"),
+            ("bob@example.com", "", "bob"),
+        ],
     );
     let policy = keys.path("policy.toml");
     std::fs::write(&policy, POLICY.replace("IMAGE", &tb.image)).unwrap();
     let mut site = Site::new(&tb, &repo.url, &secrets, "host-a");
     site.extra_env.extend([
-        ("VAULT_ALLOWED_SIGNERS".into(), signers.display().to_string()),
+        (
+            "VAULT_ALLOWED_SIGNERS".into(),
+            signers.display().to_string(),
+        ),
         ("VAULT_POLICY".into(), policy.display().to_string()),
     ]);
     let since = now_s();
@@ -388,14 +450,62 @@ fn the_secret_policy_denies_by_default_and_names_the_rule() {
         }
     }
     let cases = [
-        ("ok", "pay_token", serde_json::json!({"timeout_s": 20}), &alice, None),
-        ("approver", "pay_token", serde_json::json!({"timeout_s": 20}), &bob, Some("principal \"bob@example.com\" may not approve it")),
-        ("unlisted", "other", serde_json::json!({}), &alice, Some("secret \"other\" is not listed")),
-        ("image", "db_pass", serde_json::json!({}), &alice, Some("is not in its images")),
-        ("timeout", "pay_token", serde_json::json!({"timeout_s": 31}), &alice, Some("over its max_timeout_s 30")),
-        ("notimeout", "pay_token", serde_json::json!({}), &alice, Some("sets no timeout_s")),
-        ("network", "pay_token", serde_json::json!({"timeout_s": 20, "network": "bridge"}), &alice, Some("network \"bridge\"")),
-        ("command", "pay_token", serde_json::json!({"timeout_s": 20, "command": ["sh", "-c", "echo other"]}), &alice, Some("command is not in its commands")),
+        (
+            "ok",
+            "pay_token",
+            serde_json::json!({"timeout_s": 20}),
+            &alice,
+            None,
+        ),
+        (
+            "approver",
+            "pay_token",
+            serde_json::json!({"timeout_s": 20}),
+            &bob,
+            Some("principal \"bob@example.com\" may not approve it"),
+        ),
+        (
+            "unlisted",
+            "other",
+            serde_json::json!({}),
+            &alice,
+            Some("secret \"other\" is not listed"),
+        ),
+        (
+            "image",
+            "db_pass",
+            serde_json::json!({}),
+            &alice,
+            Some("is not in its images"),
+        ),
+        (
+            "timeout",
+            "pay_token",
+            serde_json::json!({"timeout_s": 31}),
+            &alice,
+            Some("over its max_timeout_s 30"),
+        ),
+        (
+            "notimeout",
+            "pay_token",
+            serde_json::json!({}),
+            &alice,
+            Some("sets no timeout_s"),
+        ),
+        (
+            "network",
+            "pay_token",
+            serde_json::json!({"timeout_s": 20, "network": "bridge"}),
+            &alice,
+            Some("network \"bridge\""),
+        ),
+        (
+            "command",
+            "pay_token",
+            serde_json::json!({"timeout_s": 20, "command": ["sh", "-c", "echo other"]}),
+            &alice,
+            Some("command is not in its commands"),
+        ),
     ];
     let mut ids = Vec::new();
     for (name, secret, extra, key, _) in &cases {
@@ -429,12 +539,20 @@ fn the_secret_policy_denies_by_default_and_names_the_rule() {
     // file and the line, nothing claimed, nothing started.
     std::fs::write(&policy, "[secrets.pay_token]\nimages = [\"x\"] oops\n").unwrap();
     let late = unique("late");
-    land(&repo, &late, &action(&late, &["pay_token"], "echo ran"), by(&alice));
+    land(
+        &repo,
+        &late,
+        &action(&late, &["pay_token"], "echo ran"),
+        by(&alice),
+    );
     let head = repo.head();
     let out = site.once();
     assert_ne!(out.code, Some(0), "{}", out.stderr);
     assert!(
-        out.stderr.contains(&format!("the policy {} is not valid: line 2", policy.display())),
+        out.stderr.contains(&format!(
+            "the policy {} is not valid: line 2",
+            policy.display()
+        )),
         "{}",
         out.stderr
     );
@@ -465,28 +583,45 @@ fn approvals_expire_by_ttl_and_by_not_after() {
         },
     );
     let fresh = unique("fresh");
-    land(&repo, &fresh, &act(&fresh, serde_json::json!({})), How::default());
+    land(
+        &repo,
+        &fresh,
+        &act(&fresh, serde_json::json!({})),
+        How::default(),
+    );
     let past = unique("past");
     land(
         &repo,
         &past,
-        &act(&past, serde_json::json!({"not_after": "2026-01-01T00:00:00Z"})),
+        &act(
+            &past,
+            serde_json::json!({"not_after": "2026-01-01T00:00:00Z"}),
+        ),
         How::default(),
     );
     let future = unique("future");
     land(
         &repo,
         &future,
-        &act(&future, serde_json::json!({"not_after": "2099-01-01T00:00:00Z"})),
+        &act(
+            &future,
+            serde_json::json!({"not_after": "2099-01-01T00:00:00Z"}),
+        ),
         How::default(),
     );
     site.once().success();
     let (status, error) = status_and_error(&repo, &stale);
     assert_eq!(status, "rejected", "{error}");
-    assert!(error.contains("approval expired") && error.contains("VAULT_APPROVAL_TTL_S=3600"), "{error}");
+    assert!(
+        error.contains("approval expired") && error.contains("VAULT_APPROVAL_TTL_S=3600"),
+        "{error}"
+    );
     let (status, error) = status_and_error(&repo, &past);
     assert_eq!(status, "rejected", "{error}");
-    assert!(error.contains("approval expired: the action's not_after is 2026-01-01T00:00:00Z"), "{error}");
+    assert!(
+        error.contains("approval expired: the action's not_after is 2026-01-01T00:00:00Z"),
+        "{error}"
+    );
     for id in [&fresh, &future] {
         let (status, error) = status_and_error(&repo, id);
         assert_eq!(status, "succeeded", "{id}: {error}");
@@ -531,7 +666,9 @@ fn a_withdrawn_approval_re_added_unsigned_is_not_taken_from_the_cache() {
     let line = &out.lines()[0];
     let error = line["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains(&format!("approving commit {readded} is not validly signed: unsigned")),
+        error.contains(&format!(
+            "approving commit {readded} is not validly signed: unsigned"
+        )),
         "{line}"
     );
 }
@@ -546,10 +683,15 @@ fn a_tip_reaching_the_last_tip_only_through_a_second_parent_is_a_rewrite() {
     let cache = TempDir::new().unwrap();
     let base = repo.head();
     let first = unique("first");
-    land(&repo, &first, &act(&first, serde_json::json!({})), How {
-        key: Some(&alice),
-        ..How::default()
-    });
+    land(
+        &repo,
+        &first,
+        &act(&first, serde_json::json!({})),
+        How {
+            key: Some(&alice),
+            ..How::default()
+        },
+    );
     let seen = repo.head();
     scan_with(&repo, cache.path(), &signers).success();
     // A merge whose first parent is an older commit and whose second parent
@@ -558,9 +700,21 @@ fn a_tip_reaching_the_last_tip_only_through_a_second_parent_is_a_rewrite() {
     let tree = git(&repo.bare, &["rev-parse", &format!("{seen}^{{tree}}")]);
     let crafted = git(
         &repo.bare,
-        &["commit-tree", &tree, "-p", &base, "-p", &seen, "-m", "graft"],
+        &[
+            "commit-tree",
+            &tree,
+            "-p",
+            &base,
+            "-p",
+            &seen,
+            "-m",
+            "graft",
+        ],
     );
-    git(&repo.bare, &["update-ref", "refs/heads/main", &crafted, &seen]);
+    git(
+        &repo.bare,
+        &["update-ref", "refs/heads/main", &crafted, &seen],
+    );
     let out = scan_with(&repo, cache.path(), &signers);
     out.fails_with_code(6);
     assert!(out.stdout.is_empty(), "{}", out.stdout);

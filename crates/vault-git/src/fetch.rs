@@ -55,10 +55,9 @@ impl Ops {
         }
         drop(conn);
         if let Some(old) = cached.filter(|c| *c != tip) {
-            let forward = first_parent_descends(&self.repo, tip, old)
-                .map_err(GitError::git(format!(
-                    "cannot tell whether {tip} descends from {old}, the last tip seen"
-                )))?;
+            let forward = first_parent_descends(&self.repo, tip, old).map_err(GitError::git(
+                format!("cannot tell whether {tip} descends from {old}, the last tip seen"),
+            ))?;
             if !forward {
                 match accept.map(str::trim) {
                     Some(a)
@@ -90,7 +89,11 @@ impl Ops {
 /// first-parent chain, so a new tip that reaches the old one only through a
 /// second parent (a crafted merge whose first parent is some other commit)
 /// would let a push choose a different past. Such a tip is a rewrite.
-pub fn first_parent_descends(repo: &git2::Repository, tip: Oid, old: Oid) -> Result<bool, git2::Error> {
+pub fn first_parent_descends(
+    repo: &git2::Repository,
+    tip: Oid,
+    old: Oid,
+) -> Result<bool, git2::Error> {
     let mut at = repo.find_commit(tip)?;
     loop {
         if at.id() == old {
@@ -102,4 +105,3 @@ pub fn first_parent_descends(repo: &git2::Repository, tip: Oid, old: Oid) -> Res
         }
     }
 }
-

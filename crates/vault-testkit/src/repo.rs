@@ -91,7 +91,12 @@ impl OpsRepo {
 
     /// [`commit`](Self::commit), made as `how` says: signed, dated, or as
     /// the merge of an unsigned pull-request commit.
-    pub fn commit_with(&self, files: &[(&str, Option<&[u8]>)], message: &str, how: &How<'_>) -> String {
+    pub fn commit_with(
+        &self,
+        files: &[(&str, Option<&[u8]>)],
+        message: &str,
+        how: &How<'_>,
+    ) -> String {
         let work = self.scratch.path();
         git(work, &["fetch", "-q", "origin", &self.branch]);
         git(work, &["reset", "-q", "--hard", "FETCH_HEAD"]);
@@ -104,7 +109,11 @@ impl OpsRepo {
             args.extend(["-c".into(), "gpg.format=ssh".into()]);
             args.extend(["-c".into(), format!("user.signingkey={}", key.display())]);
         }
-        let sign = if how.key.is_some() { "-S" } else { "--no-gpg-sign" };
+        let sign = if how.key.is_some() {
+            "-S"
+        } else {
+            "--no-gpg-sign"
+        };
         let run = |extra: &[&str]| {
             let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
             a.extend(extra);
@@ -122,7 +131,11 @@ impl OpsRepo {
                 c.env("GIT_COMMITTER_DATE", d).env("GIT_AUTHOR_DATE", d);
             }
             let out = c.output().unwrap();
-            assert!(out.status.success(), "git {a:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "git {a:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         if how.merge {
             git(work, &["commit", "-qm", &format!("proposal: {message}")]);

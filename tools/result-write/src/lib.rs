@@ -365,7 +365,15 @@ fn deliver(
         if writes.is_empty() {
             return Ok((base, outcomes));
         }
-        let commit = make_commit(repo, &tip, me, items, &outcomes, &writes, trust.key.as_ref())?;
+        let commit = make_commit(
+            repo,
+            &tip,
+            me,
+            items,
+            &outcomes,
+            &writes,
+            trust.key.as_ref(),
+        )?;
         match ops.push(commit, base) {
             Ok(()) => return Ok((commit, outcomes)),
             Err(GitError::NonFastForward) => {

@@ -102,8 +102,9 @@ impl<'r> Approvals<'r> {
             fingerprint: None,
         };
         if let Some(signers) = &self.signers {
-            let v = verify_commit(self.repo, commit, signers)
-                .map_err(|e| format!("not approved: the approving commit {commit} is not validly signed: {e}"))?;
+            let v = verify_commit(self.repo, commit, signers).map_err(|e| {
+                format!("not approved: the approving commit {commit} is not validly signed: {e}")
+            })?;
             approval.principal = Some(v.principal);
             approval.fingerprint = Some(v.fingerprint);
         }

@@ -39,9 +39,9 @@
 pub mod approve;
 pub mod cli;
 pub mod history;
-pub mod trust;
 pub mod scan;
 pub mod treecheck;
+pub mod trust;
 
 use clap::Parser;
 use git2::{Oid, Repository};
@@ -49,10 +49,10 @@ use history::{Seen, SeenIds, State};
 use scan::Candidate;
 use std::collections::HashMap;
 use std::process::ExitCode;
-use vault_git::sig::AllowedSigners;
 use vault_core::layout::ACTIONS_DIR;
 use vault_core::ledger::Ledger;
 use vault_core::{jsonl, report, ActionId, Exit};
+use vault_git::sig::AllowedSigners;
 use vault_git::GitError;
 
 const TOOL: &str = "vault-scan";
@@ -146,7 +146,9 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
             candidates.retain(|c| !disbelieved.contains_key(c.key()));
             for (id, d) in &disbelieved {
                 report(TOOL, format!("{id}: {}", d.why));
-                let Ok(id) = ActionId::parse(id) else { continue };
+                let Ok(id) = ActionId::parse(id) else {
+                    continue;
+                };
                 let unclear = ambiguous.remove(&id);
                 if let Some(c) = scan::pending_in(&actions, &id, unclear) {
                     candidates.push(c);

@@ -343,7 +343,10 @@ pub fn candidates(
 
 /// The raw-tree check of `tree_id` ([`crate::treecheck`]): the ids it is
 /// ambiguous about, with why; an error for a tree refused whole.
-pub fn ambiguities(repo: &Repository, tree_id: Oid) -> Result<HashMap<ActionId, String>, TreeError> {
+pub fn ambiguities(
+    repo: &Repository,
+    tree_id: Oid,
+) -> Result<HashMap<ActionId, String>, TreeError> {
     let mut ambiguous: HashMap<ActionId, String> = HashMap::new();
     for p in crate::treecheck::check_actions_tree(repo, tree_id)? {
         match &p.id {

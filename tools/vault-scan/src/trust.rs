@@ -173,7 +173,10 @@ impl<'r> Trust<'r> {
         let mut out = Disbelieved::new();
         for u in self.file.untrusted.values() {
             let name = format!("{}{}", u.id, vault_core::layout::RESULT_SUFFIX);
-            if actions.get_name(&name).is_some_and(|e| e.id().to_string() == u.blob) {
+            if actions
+                .get_name(&name)
+                .is_some_and(|e| e.id().to_string() == u.blob)
+            {
                 let why = format!(
                     "its result file (blob {}) was last changed by commit {}, which is not signed by a listed dispatcher ({}); it counts as absent",
                     u.blob, u.commit, u.why

@@ -9,8 +9,8 @@
 //! ssh-keygen reads it there); on a host with another zone it is refused
 //! with an error asking for the `Z`, never read differently from ssh-keygen.
 
-use vault_core::time::days_from_civil;
 use std::path::Path;
+use vault_core::time::days_from_civil;
 
 /// Seconds since the epoch of an allowed-signers time, or why it is not one.
 pub(crate) fn parse_absolute_time(text: &str, zone_is_utc: bool) -> Result<i64, String> {

@@ -2,14 +2,14 @@
 //! and the action file.
 
 use super::spec::run_dir;
-use super::NotRun;
 use super::Ctx;
-use vault_core::ScanLine;
+use super::NotRun;
 use crate::mask::{self, Masker, MIN_PATTERN_LEN};
 use crate::policy::{self, Limits};
 use secrecy::{ExposeSecret, SecretBox};
 use std::path::{Path, PathBuf};
 use vault_core::Action;
+use vault_core::ScanLine;
 
 /// One secret value, as read from the secrets dir.
 pub(super) type Secret = SecretBox<Vec<u8>>;
@@ -25,7 +25,13 @@ pub(super) fn preflight(
     let image = action.image.clone().or_else(|| cfg.runner_image.clone());
     // Approval, expiry and the per-secret policy: this is a first start.
     ctx.admission
-        .check(scan, action, image.as_deref(), true, vault_core::admit::now_ms())
+        .check(
+            scan,
+            action,
+            image.as_deref(),
+            true,
+            vault_core::admit::now_ms(),
+        )
         .map_err(NotRun::rejected)?;
     let Some(image) = image else {
         return Err(NotRun::error(

@@ -132,7 +132,11 @@ pub struct Learned {
 }
 
 /// Note the action files that differ between two trees.
-fn note_actions(before: &HashMap<Vec<u8>, Oid>, after: &HashMap<Vec<u8>, Oid>, learned: &mut Learned) {
+fn note_actions(
+    before: &HashMap<Vec<u8>, Oid>,
+    after: &HashMap<Vec<u8>, Oid>,
+    learned: &mut Learned,
+) {
     for (name, blob) in after {
         if before.get(name) != Some(blob) {
             learned.touched.insert(name.clone());
