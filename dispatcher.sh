@@ -2,7 +2,8 @@
 # dispatcher.sh: run every approved action of the ops repo once.
 #
 #   dispatcher.sh --once   one scan-and-dispatch cycle (cron, tests)
-#   dispatcher.sh          a cycle every $VAULT_INTERVAL seconds (default 30)
+#   dispatcher.sh          a cycle every $VAULT_INTERVAL seconds (default 2;
+#                          SIGUSR1 starts the next one at once)
 #   dispatcher.sh --help   this text, the tools it would run and its cache
 #
 # Configuration is the tools' environment (VAULT_REPO, VAULT_IDENTITY, ...;
@@ -62,7 +63,7 @@ case "${1:-}" in
 --once) once=1 ;;
 '') ;;
 -h | --help)
-    sed -n '2,19s/^# \{0,1\}//p' "$0"
+    sed -n '2,20s/^# \{0,1\}//p' "$0"
     printf '\nTools, from %s:\n' "$(tool_source)"
     for t in $tools; do
         p=$(find_tool "$t")
@@ -161,18 +162,21 @@ cycle() {
     "$result_write" --flush >"$work/flushed" || status=$?
     rm_recorded "$work/flushed"
     "$vault_scan" >"$work/scan" || return $?
-    n=0
+    [ -s "$work/scan" ] || return "$status"
+    # Every claim of the scan in one push. Each dispatch claims its line
+    # again: its own claim is then already there (no push), someone else's
+    # is exit 3 and skipped. Unreachable: nothing is claimed, retry later.
+    rc=0
+    "$result_write" --claim <"$work/scan" >/dev/null || rc=$?
+    [ "$rc" = 4 ] && return 4
     parallel=${VAULT_PARALLEL:-1}
-    while IFS= read -r line; do
-        n=$((n + 1))
-        if [ "$parallel" -gt 1 ]; then
-            { dispatch "$line" "$n" || echo "$?" >"$work/$$.$n.failed"; } &
-            [ $((n % parallel)) -eq 0 ] && wait
-        else
-            dispatch "$line" "$n" || status=$?
-        fi
-    done <"$work/scan"
-    wait
+    if [ "$parallel" -gt 1 ]; then
+        pool "$parallel" <"$work/scan"
+    else
+        while IFS= read -r line; do
+            dispatch "$line" 1 || status=$?
+        done <"$work/scan"
+    fi
     for f in "$work/$$".*.failed; do
         [ -e "$f" ] || continue
         status=$(cat "$f")
@@ -181,11 +185,46 @@ cycle() {
     return "$status"
 }
 
+# pool N: dispatch the lines of stdin, N at a time: the next one starts as
+# soon as one ends (a token per free slot in a pipe; a dispatch takes one to
+# start and gives it back when it ends).
+pool() {
+    fifo=$work/$$.pool
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    exec 8<>"$fifo"
+    rm -f "$fifo"
+    i=0
+    while [ "$i" -lt "$1" ]; do
+        echo >&8
+        i=$((i + 1))
+    done
+    n=0
+    while IFS= read -r line; do
+        n=$((n + 1))
+        read -r _ <&8
+        {
+            dispatch "$line" "$n" || echo "$?" >"$work/$$.$n.failed"
+            echo >&8
+        } &
+    done
+    wait
+    exec 8>&-
+}
+
 if [ "$once" = 1 ]; then
     cycle
     exit $?
 fi
+# SIGUSR1 starts the next cycle at once (e.g. from a webhook receiver:
+# `systemctl kill -s USR1 vault-dispatch`); a cycle under way finishes first.
+woken=0
+trap 'woken=1' USR1
 while :; do
+    woken=0
     cycle || say "cycle ended with status $? (continuing)"
-    sleep "${VAULT_INTERVAL:-30}"
+    # A wake during the cycle is not lost: no sleep then.
+    [ "$woken" = 1 ] && continue
+    sleep "${VAULT_INTERVAL:-2}" &
+    wait $! || kill $! 2>/dev/null || :
 done

@@ -8,13 +8,21 @@
 #      `docker run --rm` one after another;
 #   3. where one action's time goes: the same cycle with each tool behind a
 #      timing shim, mean milliseconds per tool call (the shims' own cost
-#      is in these numbers, not in 1 or 2).
-# Usage (root): bench/pipeline.sh [ROUNDS]   (default 20 for 1 and 3; 2 runs once)
+#      is in these numbers, not in 1 or 2);
+#   4. the 100 again with VAULT_PARALLEL=4 (a pool) vs the same 100 bare
+#      runs of 2;                                             target <= 0.6x
+#   5. merge-to-start latency of the dispatcher loop with default settings:
+#      a commit pushed to the testbed's git daemon (loopback), until dockerd
+#      reports the container started; p50 and p95 of VAULT_BENCH_LATENCY
+#      (default 20) landings, each after a random 0-2 s pause.
+#                                                   target p50 <= 2 s, p95 <= 5 s
+# Usage (root): bench/pipeline.sh [ROUNDS]   (default 20 for 1 and 3; 2 and 4 run once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 rounds=${1:-20}
 many=${VAULT_BENCH_MANY:-100}
+samples=${VAULT_BENCH_LATENCY:-20}
 
 env_file=$(scripts/testbed.sh up)
 # shellcheck disable=SC1090
@@ -112,3 +120,49 @@ printf '%d actions: bare runs %.1f s, drained by one --once %.1f s, ratio %.2f\n
 
 done_count=$(git --git-dir="$work/ops.git" ls-tree --name-only main vault/actions/ | grep -c '^vault/actions/many-.*\.result\.json$' || true)
 echo "results recorded for the $many: $done_count"
+
+# 4. The same burst through a pool of 4; every container started once.
+since=$(date +%s)
+land pool "$many"
+t4=$(now); VAULT_PARALLEL=4 sh dispatcher.sh --once 2>/dev/null; t5=$(now)
+pool_ratio=$(calc "($t5 - $t4) / ($t1 - $t0)")
+printf '%d actions, VAULT_PARALLEL=4: drained by one --once %.1f s, ratio to the bare runs %.2f (target <= 0.6)\n' \
+    "$many" "$(calc "$t5 - $t4")" "$pool_ratio"
+pool_done=$(git --git-dir="$work/ops.git" ls-tree --name-only main vault/actions/ | grep -c '^vault/actions/pool-.*\.result\.json$' || true)
+starts=$(docker events --since "$since" --until "$(date +%s)" --filter event=start \
+    --filter label=vault.managed=1 --format '{{index .Actor.Attributes "vault.action"}}' | grep '^pool-' | sort)
+printf 'results recorded for the pool run: %s; containers started: %s, distinct ids: %s\n' \
+    "$pool_done" "$(printf '%s\n' "$starts" | grep -c . || true)" "$(printf '%s\n' "$starts" | sort -u | grep -c . || true)"
+
+# 5. Latency from a merge to its container's start, the loop at defaults.
+if [ "$samples" -gt 0 ]; then
+    unset VAULT_INTERVAL VAULT_PARALLEL
+    repo=$(basename "$work").git
+    ln -s "$work/ops.git" "$VAULT_TESTBED_GIT_BASE/$repo"
+    events=$work/events
+    docker events --filter event=start --filter label=vault.managed=1 \
+        --format '{{.TimeNano}} {{index .Actor.Attributes "vault.action"}}' >"$events" &
+    events_pid=$!
+    VAULT_REPO=$VAULT_TESTBED_GIT_URL/$repo sh dispatcher.sh 2>"$work/loop.log" &
+    loop_pid=$!
+    : >"$work/latency"
+    for i in $(seq 1 "$samples"); do
+        sleep "$(awk -v s="$i$$" 'BEGIN { srand(s); printf "%.3f", rand() * 2 }')"
+        land "lat$i" 1
+        t=$(date +%s%N)
+        for _ in $(seq 1 600); do
+            started=$(awk -v id="lat$i-1" '$2 == id { print $1; exit }' "$events")
+            [ -n "$started" ] && break
+            sleep 0.1
+        done
+        [ -n "$started" ] && echo $(((started - t) / 1000000)) >>"$work/latency"
+    done
+    kill "$loop_pid" "$events_pid" 2>/dev/null || :
+    wait 2>/dev/null || :
+    rm -f "$VAULT_TESTBED_GIT_BASE/$repo"
+    sort -n "$work/latency" | awk -v n="$samples" '{ v[NR] = $1 }
+        END {
+            p50 = v[int((NR + 1) * 0.50)]; p95 = v[int((NR * 0.95) + 0.999)]
+            printf "merge-to-start latency, loop at defaults (%d of %d seen): p50 %d ms, p95 %d ms, max %d ms (target p50 <= 2000, p95 <= 5000)\n", NR, n, p50, p95, v[NR]
+        }'
+fi

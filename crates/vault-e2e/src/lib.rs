@@ -60,9 +60,14 @@ impl Site {
     }
 
     pub fn command(&self) -> Command {
+        self.command_with(&["--once"])
+    }
+
+    /// dispatcher.sh with these arguments (none: the loop).
+    pub fn command_with(&self, args: &[&str]) -> Command {
         let mut c = Command::new("sh");
         c.arg(dispatcher_sh())
-            .arg("--once")
+            .args(args)
             .env("VAULT_BIN_DIR", bin_dir())
             .env("VAULT_REPO", &self.url)
             .env("VAULT_BRANCH", "main")

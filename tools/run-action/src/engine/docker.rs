@@ -21,6 +21,41 @@ pub async fn connect() -> Result<Docker, String> {
     connect_engine().await.map(|(docker, _)| docker)
 }
 
+/// Podman's service (4.3, Debian bookworm) crashes when two containers with
+/// `UsernsMode: keep-id` are created at once: libsubid is not thread-safe
+/// (podman#23264, containers/storage#2030). Creates on one Podman socket are
+/// therefore serialized: an exclusive lock on `vault-dispatch-create.lock`
+/// beside the socket, held for the create call only. `None` for Docker, a
+/// non-unix `DOCKER_HOST`, or a lock that cannot be taken (said on stderr:
+/// the create goes on, as it would have without the lock).
+pub(super) fn create_lock(engine: Engine) -> Option<nix::fcntl::Flock<std::fs::File>> {
+    if engine != Engine::Podman {
+        return None;
+    }
+    let host = std::env::var("DOCKER_HOST").ok()?;
+    let socket = std::path::Path::new(host.strip_prefix("unix://")?);
+    let path = socket.parent()?.join("vault-dispatch-create.lock");
+    let warn = |e: &dyn std::fmt::Display| {
+        vault_core::report(
+            "run-action",
+            format_args!(
+                "warning: cannot lock {} ({e}); creating without it",
+                path.display()
+            ),
+        )
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| warn(&e))
+        .ok()?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| warn(&e))
+        .ok()
+}
+
 /// Where bollard (and the docker CLI) connect without `DOCKER_HOST`.
 pub(super) const LOCAL_SOCKET: &str = "unix:///var/run/docker.sock";
 

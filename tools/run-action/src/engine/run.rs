@@ -110,7 +110,10 @@ impl Run<'_> {
             });
         }
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = match docker.create_container(Some(opts), config).await {
+        let serialized = super::docker::create_lock(engine);
+        let created = docker.create_container(Some(opts), config).await;
+        drop(serialized);
+        let created = match created {
             Ok(c) => c,
             Err(e) if is_status(&e, 409) => {
                 return Err(NotRun::error(format!(
