@@ -48,19 +48,30 @@ pub fn exit_for(
         return Exit::Ok;
     }
     let mut code = None;
-    let mut text = err.to_string();
     let mut cur = Some(err);
     while let Some(e) = cur {
         code = code.or_else(|| code_of(e));
         cur = e.source();
-        if let Some(next) = cur {
-            // As anyhow's `{:#}` prints a chain.
-            text.push_str(": ");
-            text.push_str(&next.to_string());
-        }
     }
+    let text = chain_text(err);
     crate::report(tool, text);
     code.unwrap_or(Exit::Failure)
+}
+
+/// The error and its causes on one line, as anyhow's `{:#}` prints a chain;
+/// a cause an error already spells out in its own message is not said twice.
+fn chain_text(err: &(dyn Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    while let Some(next) = cur {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cur = next.source();
+    }
+    text
 }
 
 impl From<Exit> for ExitCode {
@@ -103,5 +114,24 @@ mod tests {
         assert_eq!(exit_for("t", &busy, |_| None), Exit::Failure);
         let closed = Outer(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "x"));
         assert_eq!(exit_for("t", &closed, |_| Some(Exit::Usage)), Exit::Ok);
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot create /c: {0}")]
+        struct Says(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let denied = || std::io::Error::other("Permission denied (os error 13)");
+        assert_eq!(
+            chain_text(&Says(denied())),
+            "cannot create /c: Permission denied (os error 13)"
+        );
+        assert_eq!(
+            chain_text(&Outer(denied())),
+            "outer: Permission denied (os error 13)"
+        );
     }
 }
