@@ -122,15 +122,19 @@ done_count=$(git --git-dir="$work/ops.git" ls-tree --name-only main vault/action
 echo "results recorded for the $many: $done_count"
 
 # 4. The same burst through a pool of 4; every container started once.
-since=$(date +%s)
+# dockerd keeps only its latest events: stream them while the pool runs.
+docker events --filter event=start --filter label=vault.managed=1 \
+    --format '{{index .Actor.Attributes "vault.action"}}' >"$work/pool-starts" &
+pool_events=$!
 land pool "$many"
 t4=$(now); VAULT_PARALLEL=4 sh dispatcher.sh --once 2>/dev/null; t5=$(now)
+sleep 1
+kill "$pool_events" 2>/dev/null || :
 pool_ratio=$(calc "($t5 - $t4) / ($t1 - $t0)")
 printf '%d actions, VAULT_PARALLEL=4: drained by one --once %.1f s, ratio to the bare runs %.2f (target <= 0.6)\n' \
     "$many" "$(calc "$t5 - $t4")" "$pool_ratio"
 pool_done=$(git --git-dir="$work/ops.git" ls-tree --name-only main vault/actions/ | grep -c '^vault/actions/pool-.*\.result\.json$' || true)
-starts=$(docker events --since "$since" --until "$(date +%s)" --filter event=start \
-    --filter label=vault.managed=1 --format '{{index .Actor.Attributes "vault.action"}}' | grep '^pool-' | sort)
+starts=$(grep '^pool-' "$work/pool-starts" | sort)
 printf 'results recorded for the pool run: %s; containers started: %s, distinct ids: %s\n' \
     "$pool_done" "$(printf '%s\n' "$starts" | grep -c . || true)" "$(printf '%s\n' "$starts" | sort -u | grep -c . || true)"
 

@@ -87,7 +87,15 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     // What this host pushed since the last scan (claims, results) moved the
     // cache's tracking ref: learn it before a fetch can move past it.
     if let Some(cached) = ops.cached_tip() {
-        walked = advance(repo, &state, &mut seen, cached, Rewrite::Skip, cli.verbose)?;
+        walked = advance(
+            repo,
+            &state,
+            &mut seen,
+            cached,
+            Rewrite::Skip,
+            cli.verbose,
+            find_approvals,
+        )?;
     }
     let commit = ops.fetch_accepting(cli.accept_rewrite.as_deref())?;
     let on_rewrite = if cli.accept_rewrite.is_some() {
@@ -96,7 +104,15 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
         Rewrite::Refuse
     };
     // Newest first: what the fetched commits did overrides the older.
-    let newer = advance(repo, &state, &mut seen, commit, on_rewrite, cli.verbose)?;
+    let newer = advance(
+        repo,
+        &state,
+        &mut seen,
+        commit,
+        on_rewrite,
+        cli.verbose,
+        find_approvals,
+    )?;
     walked.introduced.extend(newer.introduced);
     walked.touched.extend(newer.touched);
     let Some(tree) = vault_git::actions_tree_id(repo, commit)? else {
@@ -301,6 +317,7 @@ fn advance(
     tip: Oid,
     on_rewrite: Rewrite,
     verbose: bool,
+    track_actions: bool,
 ) -> anyhow::Result<Walked> {
     let not_rewritten = || {
         if on_rewrite == Rewrite::Accept {
@@ -354,7 +371,7 @@ fn advance(
         }
     };
     let started = std::time::Instant::now();
-    let learned = history::learn(repo, tip, stop, seen)?;
+    let learned = history::learn(repo, tip, stop, seen, track_actions)?;
     if last.is_none() && verbose {
         report(
             TOOL,

@@ -116,7 +116,9 @@ impl<'r> Trust<'r> {
             }
             // A fresh cache: the walk covered the whole history already.
             (None, None) => introduced,
-            (None, Some(_)) => history::learn(repo, tip, None, &mut SeenIds::default())?.introduced,
+            (None, Some(_)) => {
+                history::learn(repo, tip, None, &mut SeenIds::default(), false)?.introduced
+            }
         };
         for ((id, blob), commit) in introduced {
             let key = format!("{id} {blob}");

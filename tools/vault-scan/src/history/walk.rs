@@ -34,7 +34,11 @@ struct Entries {
 /// hold 200,000: reading the raw object once is far cheaper than libgit2's
 /// tree diff). A tree that does not parse past some entry has the ones
 /// before it (the scan of the tip refuses such a tree on its own).
-fn read_results(repo: &Repository, tree: Option<Oid>) -> Result<Entries, git2::Error> {
+fn read_results(
+    repo: &Repository,
+    tree: Option<Oid>,
+    actions: bool,
+) -> Result<Entries, git2::Error> {
     let mut out = Entries::default();
     let Some(tree) = tree else {
         return Ok(out);
@@ -61,7 +65,7 @@ fn read_results(repo: &Repository, tree: Option<Oid>) -> Result<Entries, git2::E
             continue;
         }
         let result = name.ends_with(vault_core::layout::RESULT_SUFFIX.as_bytes());
-        if !result && name.ends_with(vault_core::layout::ACTION_SUFFIX.as_bytes()) {
+        if actions && !result && name.ends_with(vault_core::layout::ACTION_SUFFIX.as_bytes()) {
             out.actions.insert(name.to_vec(), oid);
         }
         if mode == b"160000" {
@@ -179,17 +183,21 @@ fn note_change(
 /// `stop`, or to the root, and add every result file a commit added or
 /// changed in `vault/actions`; list the final results a commit deleted or
 /// turned back into a claim.
+///
+/// `actions`: also note which action files changed ([`Learned::touched`]),
+/// for the approvals cache; it costs a map of every action file per tree.
 pub fn learn(
     repo: &Repository,
     tip: Oid,
     stop: Option<Oid>,
     seen: &mut SeenIds,
+    actions: bool,
 ) -> Result<Learned, git2::Error> {
     let mut learned = Learned::default();
     let mut states = HashMap::new();
     let mut at = tip;
     let mut new_tree = actions_tree(repo, at)?;
-    let mut new_results = read_results(repo, new_tree)?;
+    let mut new_results = read_results(repo, new_tree, actions)?;
     loop {
         if Some(at) == stop {
             break;
@@ -205,7 +213,7 @@ pub fn learn(
         let old_results = if old_tree == new_tree {
             std::mem::take(&mut new_results)
         } else {
-            let old_results = read_results(repo, old_tree)?;
+            let old_results = read_results(repo, old_tree, actions)?;
             note_actions(&old_results.actions, &new_results.actions, &mut learned);
             for c in changed_results(&old_results.results, &new_results.results) {
                 if let Some(blob) = c.new {
@@ -243,8 +251,8 @@ pub fn vanished_finals(
     seen: &mut SeenIds,
 ) -> Result<Vec<(String, &'static str)>, git2::Error> {
     let changes = changed_results(
-        &read_results(repo, actions_tree(repo, old)?)?.results,
-        &read_results(repo, actions_tree(repo, new)?)?.results,
+        &read_results(repo, actions_tree(repo, old)?, false)?.results,
+        &read_results(repo, actions_tree(repo, new)?, false)?.results,
     );
     let mut out = Vec::new();
     for c in changes {
