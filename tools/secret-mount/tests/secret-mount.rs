@@ -933,3 +933,107 @@ fn help_and_version() {
     assert!(out.stdout.starts_with("secret-mount "));
     run(Command::new(BIN).arg("--bogus"), b"").fails_with_code(2);
 }
+
+#[test]
+fn admission_refuses_before_anything_is_decrypted() {
+    let fx = Fx::new();
+    fx.store.add("PAY", b"pay-secret-value");
+    let marker = fx.path("ran");
+    let touch = ["--", "touch", marker.to_str().unwrap()];
+    let policy = fx.path("policy.toml");
+    let line = scan_line("pay-1", &["PAY"]);
+
+    // A policy that does not parse: one line naming file and line, exit 1,
+    // no result line, nothing mounted or run.
+    std::fs::write(&policy, "[secrets.PAY]\nimages = [\"x\"] oops\n").unwrap();
+    let out = run(
+        fx.cmd().arg("--policy").arg(&policy).args(touch),
+        line.as_bytes(),
+    );
+    out.fails_with_code(1);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "the policy {} is not valid: line 2",
+            policy.display()
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // A secret the policy does not list: rejected, named, nothing decrypted.
+    std::fs::write(&policy, "[secrets.OTHER]\nimages = [\"*\"]\n").unwrap();
+    let out = run(
+        fx.cmd().arg("--policy").arg(&policy).args(touch),
+        line.as_bytes(),
+    );
+    out.fails_with_code(5);
+    let r: ActionResult = serde_json::from_value(out.lines()[0].clone()).unwrap();
+    assert_eq!(r.status, Status::Rejected);
+    let error = r.error.unwrap();
+    assert!(error.contains("secret \"PAY\" is not listed"), "{error}");
+
+    // A rule broken (the image): rejected, naming the rule.
+    std::fs::write(
+        &policy,
+        "[secrets.PAY]\nimages = [\"vault-runner:*\"]\ncommands = [[\"true\"]]\n",
+    )
+    .unwrap();
+    let base = || {
+        let mut c = fx.cmd();
+        c.arg("--policy").arg(&policy);
+        c
+    };
+    let out = run(
+        base().args(["--runner-image", "busybox"]).args(touch),
+        line.as_bytes(),
+    );
+    out.fails_with_code(5);
+    let error = out.lines()[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("image \"busybox\" is not in its images"),
+        "{error}"
+    );
+    // Within the rules it runs.
+    let out = run(
+        base()
+            .args(["--runner-image", "vault-runner:test"])
+            .args(touch),
+        line.as_bytes(),
+    );
+    out.success();
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+
+    // Approvals verified but the line carries none: rejected.
+    let out = run(
+        fx.cmd()
+            .args(["--allowed-signers", "/nonexistent"])
+            .args(touch),
+        line.as_bytes(),
+    );
+    out.fails_with_code(5);
+    let error = out.lines()[0]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("no verified approval"), "{error}");
+
+    // --names has no action to check: a usage error while any is set.
+    for flag in [
+        ["--policy", policy.to_str().unwrap()],
+        ["--approval-ttl-s", "60"],
+        ["--allowed-signers", "/nonexistent"],
+    ] {
+        let out = run(
+            fx.cmd().args(flag).args(["--names", "PAY"]).args(touch),
+            b"",
+        );
+        out.fails_with_code(2);
+        assert!(
+            out.stderr.contains("--names has no action"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(!marker.exists());
+    fx.assert_clean();
+}
