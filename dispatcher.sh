@@ -217,7 +217,8 @@ if [ "$once" = 1 ]; then
     exit $?
 fi
 # SIGUSR1 starts the next cycle at once (e.g. from a webhook receiver:
-# `systemctl kill -s USR1 vault-dispatch`); a cycle under way finishes first.
+# `systemctl kill --kill-whom=main -s USR1 vault-dispatch`: to this shell
+# only, not to the tools); a cycle under way finishes first.
 woken=0
 trap 'woken=1' USR1
 while :; do
