@@ -295,7 +295,10 @@ fn parallel_dispatch_runs_actions_side_by_side_and_records_each_once() {
     let secrets = SecretStore::new();
     secrets.add("TOKEN", b"parallel-secret-value");
     let site = Site::new(&tb, &repo.url, &secrets, "host-par");
-    let ids: Vec<String> = (0..4).map(|_| unique("par")).collect();
+    // In the order vault-scan lists them (by id, as strings: `par-…-10`
+    // sorts before `par-…-9`), so that the first two are dispatched first.
+    let mut ids: Vec<String> = (0..4).map(|_| unique("par")).collect();
+    ids.sort();
     let since = now_s();
     // Each action sleeps 3 s; the last one also fails.
     let actions: Vec<(&str, String)> = ids
@@ -330,7 +333,10 @@ fn parallel_dispatch_runs_actions_side_by_side_and_records_each_once() {
     }
     // Actions dispatched together ran side by side: the first two overlap
     // for most of their 3 s (one after the other, they would not at all).
-    let overlap = spans[0].1.min(spans[1].1) - spans[0].0.max(spans[1].0);
+    let overlap = spans[0]
+        .1
+        .min(spans[1].1)
+        .saturating_sub(spans[0].0.max(spans[1].0));
     assert!(overlap >= 2000, "the first two ran side by side: {spans:?}");
     assert!(site.mounts_left().is_empty(), "{:?}", site.mounts_left());
     let head = repo.head();
