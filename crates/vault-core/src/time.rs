@@ -21,8 +21,23 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// `YYYY-MM-DDTHH:MM:SSZ` of whole seconds since the epoch (a git commit
+/// time has no fraction); a time before the epoch is the epoch.
+pub fn rfc3339_secs(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's
+/// days-to-civil algorithm, proleptic Gregorian).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -112,6 +127,9 @@ mod tests {
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_427_199); // 2026-11-23
         assert_eq!(rfc3339(t), "2026-11-23T09:46:39.000Z");
+        assert_eq!(rfc3339_secs(1_795_427_199), "2026-11-23T09:46:39Z");
+        assert_eq!(rfc3339_secs(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_secs(-5), "1970-01-01T00:00:00Z");
     }
 
     #[test]

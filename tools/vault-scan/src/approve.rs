@@ -97,7 +97,7 @@ impl<'r> Approvals<'r> {
             .map_err(|e| format!("cannot read the approving commit {commit}: {}", e.message()))?;
         let mut approval = Approval {
             commit: commit.to_string(),
-            time: rfc3339_s(time),
+            time: vault_core::time::rfc3339_secs(time),
             principal: None,
             fingerprint: None,
         };
@@ -139,11 +139,4 @@ fn parse_cache(text: &str) -> Option<(Oid, HashMap<String, Oid>)> {
         out.insert(key.to_string(), Oid::from_str(commit).ok()?);
     }
     Some((tip, out))
-}
-
-fn rfc3339_s(secs: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
-    // Whole seconds: a commit time has no fraction.
-    let s = vault_core::time::rfc3339(t);
-    format!("{}Z", &s[..19])
 }

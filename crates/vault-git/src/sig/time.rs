@@ -10,7 +10,7 @@
 //! with an error asking for the `Z`, never read differently from ssh-keygen.
 
 use std::path::Path;
-use vault_core::time::days_from_civil;
+use vault_core::time::{civil_from_days, days_from_civil};
 
 /// Seconds since the epoch of an allowed-signers time, or why it is not one.
 pub(crate) fn parse_absolute_time(text: &str, zone_is_utc: bool) -> Result<i64, String> {
@@ -81,19 +81,6 @@ fn days_in_month(y: i64, m: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Whether this process's local time zone is UTC, as glibc decides it:
