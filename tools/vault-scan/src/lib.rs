@@ -150,10 +150,10 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     let mut candidates = candidates;
     let mut replaces = HashMap::new();
     let mut trust = None;
-    if let (Some(signers), Some(path)) = (dispatchers, cli.trust.dispatcher_signers()) {
+    if let Some(signers) = dispatchers {
         let store = ops.state_path("trust.json");
         let introduced = std::mem::take(&mut walked.introduced);
-        let mut t = trust::Trust::update(repo, &path, signers, store, before, commit, introduced)?;
+        let mut t = trust::Trust::update(repo, signers, store, before, commit, introduced)?;
         let disbelieved = t.disbelieved(tree)?;
         t.save()?;
         if !disbelieved.is_empty() {
@@ -161,7 +161,7 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
             let mut ambiguous = scan::ambiguities(repo, tree)?;
             candidates.retain(|c| !disbelieved.contains_key(c.key()));
             for (id, d) in &disbelieved {
-                report(TOOL, format!("{id}: {}", d.why));
+                report(TOOL, format!("{id}: {}", d.counts_as_absent()));
                 let Ok(id) = ActionId::parse(id) else {
                     continue;
                 };

@@ -4,46 +4,49 @@
 //! changed it is signed by a dispatcher listed in the dispatcher-signers
 //! file. Any other one counts as absent: its action is listed as pending,
 //! with `"replaces": "<blob>"` so that result-write may overwrite exactly
-//! that file. So does the history's evidence of a result: an id is spent by
-//! a result seen in history only if that commit is dispatcher-signed.
+//! that file. The history's evidence of a result (what spends an id) is set
+//! aside only when it is the commit of such a file; any other stands.
 //!
 //! The commits are learned by the same first-parent walk as the history
-//! ([`crate::history::learn`]): `<key>.trust` keeps the result blobs whose
-//! last change is not dispatcher-signed (few: only forgeries), the tip it
-//! is up to date with, and the signers file it was judged with. A missing
-//! or stale file (another signers file, another tip) is rebuilt once from
-//! the whole first-parent history.
+//! ([`crate::history::learn`]): `<key>.trust.json` keeps the result files
+//! (id, blob) whose last change is not dispatcher-signed (few: only
+//! forgeries), the tip it is up to date with, and the digest of the signers
+//! file it was judged with. A missing or stale file (another signers file,
+//! another tip) is rebuilt once from the whole first-parent history.
 
 use crate::history::{self, SeenIds};
 use crate::Introduced;
-use git2::{ObjectType, Oid, Repository};
+use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use vault_git::sig::{verify_commit, AllowedSigners};
 
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// A result file (id and blob) not to believe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Untrusted {
     pub id: String,
     pub blob: String,
-    pub commit: String,
-    pub why: String,
-}
-
-/// A result file at the tip not to believe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Disbelief {
-    pub blob: String,
     /// The commit that last changed it (not dispatcher-signed).
     pub commit: String,
+    /// Why that commit is not believed.
     pub why: String,
 }
 
-/// Id → why: the result files of one tree not to believe.
-pub type Disbelieved = BTreeMap<String, Disbelief>;
+impl Untrusted {
+    /// The line vault-scan says of it on stderr.
+    pub fn counts_as_absent(&self) -> String {
+        format!(
+            "its result file (blob {}) was last changed by commit {}, which is not signed by a listed dispatcher ({}); it counts as absent",
+            self.blob, self.commit, self.why
+        )
+    }
+}
+
+/// Id → the result files of one tree not to believe.
+pub type Disbelieved = BTreeMap<String, Untrusted>;
 
 #[derive(Serialize, Deserialize)]
 struct File {
@@ -73,18 +76,13 @@ impl<'r> Trust<'r> {
     /// to `tip` found.
     pub fn update(
         repo: &'r Repository,
-        signers_path: &Path,
         signers: AllowedSigners,
         store: PathBuf,
         before: Option<Oid>,
         tip: Oid,
         introduced: Introduced,
     ) -> anyhow::Result<Trust<'r>> {
-        let digest = std::fs::read(signers_path)
-            .ok()
-            .and_then(|b| Oid::hash_object(ObjectType::Blob, &b).ok())
-            .map(|o| o.to_string())
-            .unwrap_or_default();
+        let digest = signers.digest().to_string();
         let old: Option<File> = std::fs::read(&store)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -148,7 +146,7 @@ impl<'r> Trust<'r> {
     }
 
     /// Whether `commit` is signed by a listed dispatcher, and if not why.
-    pub fn verdict(&mut self, commit: Oid) -> Result<(), String> {
+    fn verdict(&mut self, commit: Oid) -> Result<(), String> {
         let (repo, signers) = (self.repo, &self.signers);
         self.verdicts
             .entry(commit)
@@ -179,16 +177,7 @@ impl<'r> Trust<'r> {
                 .get_name(&name)
                 .is_some_and(|e| e.id().to_string() == u.blob)
             {
-                let why = format!(
-                    "its result file (blob {}) was last changed by commit {}, which is not signed by a listed dispatcher ({}); it counts as absent",
-                    u.blob, u.commit, u.why
-                );
-                let d = Disbelief {
-                    blob: u.blob.clone(),
-                    commit: u.commit.clone(),
-                    why,
-                };
-                out.insert(u.id.clone(), d);
+                out.insert(u.id.clone(), u.clone());
             }
         }
         self.file.memo = Some((key, out.clone()));

@@ -19,6 +19,8 @@ use std::path::Path;
 #[derive(Debug, Clone)]
 pub struct AllowedSigners {
     pub(crate) entries: Vec<Entry>,
+    /// The git blob id of the text these entries were parsed from.
+    digest: String,
 }
 
 /// One line of the file.
@@ -90,6 +92,12 @@ impl AllowedSigners {
         parse_named("allowed-signers", text, local_zone_is_utc())
     }
 
+    /// The git blob id of the text read: what the verdicts judged with it
+    /// depend on (one read, so it names exactly the text parsed).
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
     /// How many signer lines the file has (never 0).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -126,7 +134,10 @@ pub(crate) fn parse_named(
             file: file.to_string(),
         });
     }
-    Ok(AllowedSigners { entries })
+    let digest = git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
+        .map(|o| o.to_string())
+        .unwrap_or_default();
+    Ok(AllowedSigners { entries, digest })
 }
 
 fn is_space(c: char) -> bool {
