@@ -133,7 +133,13 @@ dispatch() {
     line=$1
     tag=$work/$$.$2
     rc=0
-    printf '%s\n' "$line" | "$result_write" --claim >/dev/null || rc=$?
+    # Claimed by the cycle's batch already (result-write printed it): no
+    # second claim. Otherwise (not claimed there, an error line) claim it
+    # alone: someone else's claim is exit 3.
+    id=$(printf '%s\n' "$line" | sed -n 's/^{"schema":[0-9]*,"id":"\([A-Za-z0-9._-]*\)".*/\1/p')
+    if [ -z "$id" ] || ! grep -qF "{\"id\":\"$id\",\"status\":\"running\"" "$work/$$.claimed"; then
+        printf '%s\n' "$line" | "$result_write" --claim >/dev/null || rc=$?
+    fi
     case $rc in
     0) ;;
     3) return 0 ;; # another dispatcher claimed it first: theirs to run
@@ -163,12 +169,12 @@ cycle() {
     rm_recorded "$work/flushed"
     "$vault_scan" >"$work/scan" || return $?
     [ -s "$work/scan" ] || return "$status"
-    # Every claim of the scan in one push. Each dispatch claims its line
-    # again: its own claim is then already there (no push), someone else's
-    # is exit 3 and skipped. Unreachable: nothing is claimed, retry later.
+    # Every claim of the scan in one push; result-write prints each one it
+    # holds. A line it did not claim is claimed again by its dispatch (3:
+    # someone else's, skipped). Unreachable: nothing is claimed, retry later.
     rc=0
-    "$result_write" --claim <"$work/scan" >/dev/null || rc=$?
-    [ "$rc" = 4 ] && return 4
+    "$result_write" --claim <"$work/scan" >"$work/$$.claimed" || rc=$?
+    [ "$rc" = 4 ] && { rm -f "$work/$$.claimed"; return 4; }
     parallel=${VAULT_PARALLEL:-1}
     if [ "$parallel" -gt 1 ]; then
         pool "$parallel" <"$work/scan"
@@ -182,6 +188,7 @@ cycle() {
         status=$(cat "$f")
         rm -f "$f"
     done
+    rm -f "$work/$$.claimed"
     return "$status"
 }
 
