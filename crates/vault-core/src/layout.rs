@@ -4,6 +4,8 @@
 //! ```text
 //! vault/actions/<id>.json           the action
 //! vault/actions/<id>.result.json    its result
+//! vault/archive/<ab>/<cd>/<id>.json         a finished action, moved
+//! vault/archive/<ab>/<cd>/<id>.result.json  its result, moved with it
 //! <store>/<NAME>.age                a secret (else <NAME>.enc)
 //! ```
 
@@ -16,6 +18,31 @@ pub const ACTIONS_SUBDIR: &str = "actions";
 /// The only folder of the ops repo any tool reads or writes:
 /// [`VAULT_DIR`]`/`[`ACTIONS_SUBDIR`].
 pub const ACTIONS_DIR: &str = "vault/actions";
+
+/// The folder finished actions are moved to, inside [`VAULT_DIR`].
+pub const ARCHIVE_SUBDIR: &str = "archive";
+
+/// [`VAULT_DIR`]`/`[`ARCHIVE_SUBDIR`]: `<ab>/<cd>/<id>.json` and
+/// `<id>.result.json` below it, where `abcd` are the first four hex digits
+/// of the SHA-256 of the id ([`archive_shard`]). 65,536 leaf folders: a
+/// million finished actions put about 15 in each, and no folder on the way
+/// holds more than 256 entries.
+pub const ARCHIVE_DIR: &str = "vault/archive";
+
+/// The two shard folders of `id` in the archive, e.g. `["3f", "a0"]`:
+/// the first four hex digits of the SHA-256 of the id's bytes
+/// (`printf %s "$id" | sha256sum | cut -c1-4`).
+pub fn archive_shard(id: &str) -> [String; 2] {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(id.as_bytes());
+    [format!("{:02x}", h[0]), format!("{:02x}", h[1])]
+}
+
+/// The folder of `id`'s archived files: `vault/archive/<ab>/<cd>`.
+pub fn archive_folder(id: &str) -> String {
+    let [a, b] = archive_shard(id);
+    format!("{ARCHIVE_DIR}/{a}/{b}")
+}
 
 /// An action file's name: `<id>.json`.
 pub const ACTION_SUFFIX: &str = ".json";
@@ -37,5 +64,18 @@ mod tests {
     fn paths_agree() {
         assert_eq!(ACTIONS_DIR, format!("{VAULT_DIR}/{ACTIONS_SUBDIR}"));
         assert!(RESULT_SUFFIX.ends_with(ACTION_SUFFIX));
+        assert_eq!(ARCHIVE_DIR, format!("{VAULT_DIR}/{ARCHIVE_SUBDIR}"));
+    }
+
+    #[test]
+    fn archive_shard_is_the_sha256_prefix() {
+        // printf %s publish-1.4.0 | sha256sum
+        let [a, b] = archive_shard("publish-1.4.0");
+        let sum = "939d";
+        assert_eq!(format!("{a}{b}"), sum);
+        assert_eq!(
+            archive_folder("publish-1.4.0"),
+            format!("vault/archive/{}/{}", &sum[..2], &sum[2..])
+        );
     }
 }

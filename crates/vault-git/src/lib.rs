@@ -47,7 +47,7 @@ pub use credentials::Credentials;
 pub use fetch::first_parent_descends;
 pub use sig::{verify_commit, AllowedSigners, SigningKey, Unverified, Verified};
 pub use tls::defer_ca_bundle;
-pub use tree::{actions_tree_id, last_change, Tip};
+pub use tree::{actions_tree_id, archive_tree, archived, last_change, Move, Tip};
 pub use url::RepoUrl;
 
 /// Everything that can go wrong talking to the ops repo. The caller maps
@@ -316,6 +316,13 @@ impl Ops {
 
 pub(crate) fn auth_error(msg: &str) -> git2::Error {
     git2::Error::new(ErrorCode::Auth, ErrorClass::Callback, msg)
+}
+
+/// `<cache>/spool/<key>/` of the repo `cfg` names, not created; the same
+/// folder as [`Ops::spool_dir`], known without taking the repo's lock.
+pub fn spool_dir(cfg: &RepoConfig) -> Result<PathBuf, GitError> {
+    let key = RepoUrl::parse(&cfg.url)?.cache_key();
+    Ok(cfg.cache.join("spool").join(key))
 }
 
 impl Ops {

@@ -36,6 +36,14 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub tries: u32,
 
+    /// Keep a finished action in vault/actions this long after its result's
+    /// `finished_at`; then a result commit moves both files to
+    /// vault/archive/<ab>/<cd>/ (0: in the next one)
+    #[arg(long, env = "VAULT_ARCHIVE_AFTER_S", value_name = "SECONDS",
+          default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(0..=3_153_600_000))]
+    pub archive_after_s: u64,
+
     /// Sign the claim and result commits with this ssh private key
     /// (ed25519, no passphrase), so that `git verify-commit` accepts them
     #[arg(long, env = "VAULT_SIGNING_KEY", value_name = "FILE")]

@@ -9,7 +9,11 @@
 //! All results of one call (and everything spooled before) go into one
 //! commit on the fetched branch tip, authored and committed by
 //! `<dispatcher id> <<id>@vault-dispatch.invalid>`, pushed without force.
-//! Only `vault/actions/<id>.result.json` is ever written.
+//! Only `vault/actions/<id>.result.json` is ever written; a commit that
+//! records a final result also moves finished actions into
+//! `vault/archive/<ab>/<cd>/` (see [`archive`]). Finals are spooled before
+//! the repo lock is taken, so the call holding it takes them along: a burst
+//! of results lands in few commits.
 //!
 //! Per result, against the file already on the branch:
 //!
@@ -21,6 +25,12 @@
 //! | final | a `running` claim | written |
 //! | final | the identical result | already recorded (no commit) |
 //! | final | another final (or unreadable) result | kept, nothing written, exit 3 |
+//!
+//! With nothing at `vault/actions/<id>.result.json` but a result in the
+//! archive: the identical result is already recorded; a claim loses the
+//! race (an id that finished once is never claimed again), unless its scan
+//! line is `spent` (nothing starts it; it is recorded `abandoned`); another
+//! final result is written in `vault/actions`.
 //!
 //! A push the remote rejects as non-fast-forward (the branch moved) is a
 //! lost compare-and-swap: fetch, decide again on the new tip, retry
@@ -43,6 +53,7 @@
 //! existing result; 4 remote unreachable. When several apply: 1, then 4,
 //! then 3.
 
+pub mod archive;
 pub mod cli;
 pub mod spool;
 
@@ -65,6 +76,10 @@ struct Item {
     result: ActionResult,
     bytes: Vec<u8>,
     spooled: Option<PathBuf>,
+    /// A claim of a scan line marked `spent`: it never starts anything
+    /// (secret-mount and run-action record it `abandoned`), so it may be
+    /// claimed even though the id's result is archived.
+    spent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,7 +158,7 @@ fn read_input(
     me: &str,
     input: impl BufRead,
     tally: &mut Tally,
-) -> Vec<ActionResult> {
+) -> Vec<(ActionResult, bool)> {
     let mut out = Vec::new();
     if cli.flush {
         return out;
@@ -164,7 +179,7 @@ fn read_input(
                 Ok(scan) => {
                     let mut r = ActionResult::for_scan(&scan, Status::Running, me);
                     r.started_at = Some(vault_core::time::now_rfc3339());
-                    out.push(r);
+                    out.push((r, scan.spent.is_some()));
                 }
             }
         }
@@ -179,7 +194,7 @@ fn read_input(
                     if r.dispatcher.as_deref().is_none_or(str::is_empty) {
                         r.dispatcher = Some(me.to_string());
                     }
-                    out.push(r);
+                    out.push((r, false));
                 }
             }
         }
@@ -198,13 +213,41 @@ pub fn record(
     let signing = Signing::load(cli)?;
     let mut tally = Tally::default();
     let fresh = read_input(cli, &me, input, &mut tally);
+    // Finals are spooled before the repo lock is taken: a call already
+    // holding it (another worker's) takes them along in its commit, so a
+    // burst of results lands in few pushes and none waits behind more than
+    // the push under way.
+    let spool_dir = vault_git::spool_dir(&cfg)?;
+    let mut mine = Vec::new();
+    for (result, spent) in fresh {
+        // Write-ahead: a final result is on disk before any network traffic.
+        let spooled = if result.status.is_final() {
+            Some(spool::write(&spool_dir, &result).with_context(|| {
+                format!(
+                    "cannot spool the result of {} in {}",
+                    result.id,
+                    spool_dir.display()
+                )
+            })?)
+        } else {
+            None
+        };
+        mine.push(Item {
+            bytes: result.to_file_bytes(),
+            result,
+            spooled,
+            spent,
+        });
+    }
     let ops = Ops::from_config(&cfg)?;
-    let spool_dir = ops.spool_dir();
 
     let mut items = Vec::new();
     for path in spool::list(&spool_dir)
         .with_context(|| format!("cannot list the spool {}", spool_dir.display()))?
     {
+        if mine.iter().any(|i| i.spooled.as_ref() == Some(&path)) {
+            continue;
+        }
         let parsed = std::fs::read(&path)
             .map_err(anyhow::Error::from)
             .and_then(|b| serde_json::from_slice::<ActionResult>(&b).map_err(Into::into));
@@ -213,7 +256,12 @@ pub fn record(
                 bytes: result.to_file_bytes(),
                 result,
                 spooled: Some(path),
+                spent: false,
             }),
+            // Delivered (and removed) by another call since it was listed.
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
             Err(e) => {
                 let to = spool::reject(&spool_dir, &path).unwrap_or(path);
                 report(
@@ -227,25 +275,7 @@ pub fn record(
             }
         }
     }
-    for result in fresh {
-        // Write-ahead: a final result is on disk before any network traffic.
-        let spooled = if result.status.is_final() {
-            Some(spool::write(&spool_dir, &result).with_context(|| {
-                format!(
-                    "cannot spool the result of {} in {}",
-                    result.id,
-                    spool_dir.display()
-                )
-            })?)
-        } else {
-            None
-        };
-        items.push(Item {
-            bytes: result.to_file_bytes(),
-            result,
-            spooled,
-        });
-    }
+    items.extend(mine);
     if items.is_empty() {
         return Ok(tally.exit());
     }
@@ -361,17 +391,34 @@ fn deliver(
                 })
             }
         };
-        let (outcomes, writes) = decide(repo, tip.actions.as_ref(), me, items, &mut believe);
+        let (outcomes, writes) = decide(repo, &tip, me, items, &mut believe);
         if writes.is_empty() {
             return Ok((base, outcomes));
         }
+        // Claims stay small and quick; result commits take the archiving.
+        let moves = if writes
+            .iter()
+            .any(|(_, i)| items[*i].result.status.is_final())
+        {
+            let when = archive::Due {
+                now_ms: now_ms(),
+                after_ms: cli.archive_after_s.saturating_mul(1000),
+                writing: &writes,
+            };
+            archive::due(repo, &tip, &when, &mut believe)
+        } else {
+            Vec::new()
+        };
         let commit = make_commit(
             repo,
             &tip,
             me,
-            items,
-            &outcomes,
-            &writes,
+            Changes {
+                items,
+                outcomes: &outcomes,
+                writes: &writes,
+                moves: &moves,
+            },
             trust.key.as_ref(),
         )?;
         match ops.push(commit, base) {
@@ -394,6 +441,12 @@ fn deliver(
         cli.tries,
         last_err.map(|e| e.to_string()).unwrap_or_default()
     ))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn backoff(attempt: u32) {
@@ -420,8 +473,12 @@ fn existing(repo: &Repository, actions: Option<&git2::Tree<'_>>, name: &str) -> 
     let Some(entry) = actions.and_then(|t| t.get_name(name)) else {
         return Existing::None;
     };
+    read_existing(repo, &entry)
+}
+
+fn read_existing(repo: &Repository, entry: &git2::TreeEntry<'_>) -> Existing {
     let oid = entry.id();
-    if !vault_git::is_regular_file(&entry) {
+    if !vault_git::is_regular_file(entry) {
         return Existing::Unreadable("it is not a regular file".into(), oid);
     }
     match repo.find_blob(oid) {
@@ -433,11 +490,21 @@ fn existing(repo: &Repository, actions: Option<&git2::Tree<'_>>, name: &str) -> 
     }
 }
 
+/// The archived result of `r`'s id, if the archive holds one.
+fn archived_result(repo: &Repository, tip: &Tip<'_>, r: &ActionResult) -> Option<Existing> {
+    let name = r.id.result_file_name();
+    match vault_git::archived(tip.archive.as_ref(), r.id.as_str(), &name) {
+        Ok(Some(entry)) => Some(read_existing(repo, &entry)),
+        Ok(None) => None,
+        Err(e) => Some(Existing::Unreadable(e.to_string(), git2::Oid::ZERO_SHA1)),
+    }
+}
+
 /// Decide each item against the tree at `base` (and the items before it).
 /// Returns the outcomes and, per id to write, the index of the item.
 fn decide(
     repo: &Repository,
-    actions: Option<&git2::Tree<'_>>,
+    tip: &Tip<'_>,
     me: &str,
     items: &[Item],
     believe: &mut dyn FnMut(&str, Oid) -> Result<(), String>,
@@ -453,8 +520,30 @@ fn decide(
                 items[j].bytes.clone(),
                 None,
             ),
-            None => existing(repo, actions, &name),
+            None => existing(repo, tip.actions.as_ref(), &name),
         };
+        if let (Existing::None, Some(old)) = (&current, archived_result(repo, tip, r)) {
+            let same = matches!(&old, Existing::Result(_, bytes, _) if *bytes == item.bytes);
+            if same {
+                outcomes.push(Outcome::Already);
+                continue;
+            }
+            if r.status == Status::Running && !item.spent {
+                // An id that finished once is never claimed again.
+                let what = match &old {
+                    Existing::Result(old, _, _) => format!("a {} result", old.status),
+                    _ => "a result".to_string(),
+                };
+                outcomes.push(Outcome::NotWritten(format!(
+                    "lost the race: it already has {what} in {}",
+                    vault_core::layout::archive_folder(r.id.as_str())
+                )));
+                continue;
+            }
+            // An id landed again after its archived run (vault-scan's
+            // `spent` line): its claim and `abandoned` result are written
+            // in vault/actions.
+        }
         // A file in the way that no listed dispatcher committed counts as
         // absent (with --dispatcher-signers; see vault-scan's trust).
         let blob = match &current {
@@ -512,20 +601,33 @@ fn decide(
     (outcomes, writes)
 }
 
+/// What one commit changes: the items written, and the entries archived.
+struct Changes<'a> {
+    items: &'a [Item],
+    outcomes: &'a [Outcome],
+    writes: &'a [(String, usize)],
+    moves: &'a [vault_git::Move],
+}
+
 fn make_commit(
     repo: &Repository,
     tip: &Tip<'_>,
     me: &str,
-    items: &[Item],
-    outcomes: &[Outcome],
-    writes: &[(String, usize)],
+    changes: Changes<'_>,
     key: Option<&SigningKey>,
 ) -> anyhow::Result<Oid> {
-    let tree = tip.tree_with(
+    let Changes {
+        items,
+        outcomes,
+        writes,
+        moves,
+    } = changes;
+    let tree = tip.tree_moving(
         repo,
         writes
             .iter()
             .map(|(name, i)| (name.as_str(), items[*i].bytes.as_slice())),
+        moves,
     )?;
 
     let written: Vec<&Item> = items
@@ -534,7 +636,7 @@ fn make_commit(
         .filter(|(_, o)| **o == Outcome::Write)
         .map(|(i, _)| i)
         .collect();
-    let message = match written.as_slice() {
+    let mut message = match written.as_slice() {
         [one] => format!("vault: {} {}\n", one.result.id, one.result.status),
         many => {
             let mut m = format!("vault: record {} results\n\n", many.len());
@@ -544,6 +646,25 @@ fn make_commit(
             m
         }
     };
+    let archived: Vec<&str> = moves
+        .iter()
+        .filter(|m| m.name.ends_with(vault_core::layout::RESULT_SUFFIX))
+        .map(|m| m.id.as_str())
+        .collect();
+    if !archived.is_empty() {
+        if written.len() == 1 {
+            message.push('\n');
+        }
+        message.push_str(&format!(
+            "\narchived {} finished action(s) into {}:\n",
+            archived.len(),
+            vault_core::layout::ARCHIVE_DIR
+        ));
+        for id in archived {
+            message.push_str(id);
+            message.push('\n');
+        }
+    }
     let email: String = me
         .chars()
         .map(|c| {

@@ -194,6 +194,7 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
         })
         .collect();
     let history = state.lookup(&asked, &seen)?;
+    let archive = vault_git::archive_tree(repo, commit)?;
     let mut writer = jsonl::Writer::new(out);
     for c in candidates {
         let (id, kind, oid, resume, ambiguous) = match c {
@@ -240,7 +241,13 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
             let forged = trust.as_ref().and_then(|d| d.get(id.as_str()));
             forged.is_none_or(|d| d.commit != c.to_string())
         });
-        let mut spent = spent_reason(&ledger, evidence, &id, resume, commit)?;
+        let archived = archived_files(archive.as_ref(), &id)?;
+        let mut spent = match archived {
+            Some(folder) => Some(format!(
+                "this id was used before: its action and result are archived in {folder}: {AGAIN}"
+            )),
+            None => spent_reason(&ledger, evidence, &id, resume, commit)?,
+        };
         let mut line = scan::scan_line(repo, commit, id, kind, &oid, resume);
         if let Some(why) = ambiguous {
             let why = format!("the vault/actions tree is ambiguous about this action: {why}");
@@ -400,6 +407,22 @@ fn advance(
     })
 }
 
+const AGAIN: &str = "an action id runs at most once (land a new id to run it again)";
+
+/// `id`'s folder in `vault/archive` when it holds its action or result
+/// file: the id finished before and was archived.
+fn archived_files(
+    archive: Option<&git2::Tree<'_>>,
+    id: &ActionId,
+) -> anyhow::Result<Option<String>> {
+    for name in [id.result_file_name(), id.action_file_name()] {
+        if vault_git::archived(archive, id.as_str(), &name)?.is_some() {
+            return Ok(Some(vault_core::layout::archive_folder(id.as_str())));
+        }
+    }
+    Ok(None)
+}
+
 /// Why `id` must not start: this cache's ledger has a start of it, or the
 /// branch's history had a result for it that is gone now.
 fn spent_reason(
@@ -409,7 +432,6 @@ fn spent_reason(
     resume: bool,
     tip: Oid,
 ) -> anyhow::Result<Option<String>> {
-    const AGAIN: &str = "an action id runs at most once (land a new id to run it again)";
     if resume {
         // Our own claim: run-action reconciles it with its ledger. Only a
         // claim that replaced a final result is refused here.

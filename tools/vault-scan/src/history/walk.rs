@@ -107,6 +107,18 @@ fn changed_results(before: &Results, after: &Results) -> Vec<Change> {
     out
 }
 
+/// Whether `commit` holds `blob` as `id`'s archived result: the result
+/// left `vault/actions` by being archived (result-write's move), which is
+/// no deletion.
+fn archived_as(repo: &Repository, commit: Oid, id: &str, blob: Oid) -> bool {
+    let name = format!("{id}{}", vault_core::layout::RESULT_SUFFIX);
+    vault_git::archive_tree(repo, commit)
+        .ok()
+        .flatten()
+        .and_then(|t| vault_git::archived(Some(&t), id, &name).ok().flatten())
+        .is_some_and(|e| e.id() == blob)
+}
+
 fn seen_state(repo: &Repository, blob: Oid) -> Seen {
     match read_result(repo, blob) {
         ResultState::Final => Seen::Final,
@@ -219,7 +231,10 @@ pub fn learn(
                 if let Some(blob) = c.new {
                     learned.introduced.entry((c.id.clone(), blob)).or_insert(at);
                 }
-                if let Some(became) = note_change(repo, &mut states, &c, at, seen) {
+                let became = note_change(repo, &mut states, &c, at, seen);
+                let moved =
+                    c.new.is_none() && c.old.is_some_and(|b| archived_as(repo, at, &c.id, b));
+                if let (Some(became), false) = (became, moved) {
                     learned.vanished.push(Vanished {
                         id: c.id,
                         became,
@@ -260,7 +275,8 @@ pub fn vanished_finals(
         // the walk from it.
         let was_final = c.old.is_some_and(|b| seen_state(repo, b) == Seen::Final);
         let now_final = c.new.is_some_and(|b| seen_state(repo, b) == Seen::Final);
-        if was_final && !now_final {
+        let moved = c.new.is_none() && c.old.is_some_and(|b| archived_as(repo, new, &c.id, b));
+        if was_final && !now_final && !moved {
             seen.add(&c.id, Seen::Final, old);
             out.push((
                 c.id,
