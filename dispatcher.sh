@@ -106,6 +106,13 @@ if [ -n "$missing" ]; then
     exit 1
 fi
 
+case ${VAULT_ARCHIVE_EVERY_S:-3600} in
+'' | *[!0-9]*)
+    say "VAULT_ARCHIVE_EVERY_S must be a whole number of seconds, not ${VAULT_ARCHIVE_EVERY_S}"
+    exit 2
+    ;;
+esac
+
 export VAULT_CACHE="$cache"
 work=$cache/dispatch
 mkdir -p "$work"
@@ -160,6 +167,14 @@ dispatch() {
     return "$rc"
 }
 
+# archive_due: whether VAULT_ARCHIVE_EVERY_S (3600) seconds passed since the
+# last `result-write --archive` from this cache.
+archive_due() {
+    last=$(cat "$work/archived-at" 2>/dev/null || :)
+    case $last in '' | *[!0-9]*) last=0 ;; esac
+    [ $(($(date +%s) - last)) -ge "${VAULT_ARCHIVE_EVERY_S:-3600}" ]
+}
+
 cycle() {
     status=0
     "$secret_mount" sweep || true
@@ -167,6 +182,12 @@ cycle() {
     # can go once they land.
     "$result_write" --flush >"$work/flushed" || status=$?
     rm_recorded "$work/flushed"
+    # Finished actions move to the archive branch every
+    # VAULT_ARCHIVE_EVERY_S seconds (a failure waits for the next turn).
+    if archive_due; then
+        date +%s >"$work/archived-at"
+        "$result_write" --archive || say "archiving stopped with status $? (next try in ${VAULT_ARCHIVE_EVERY_S:-3600} s)"
+    fi
     "$vault_scan" >"$work/scan" || return $?
     [ -s "$work/scan" ] || return "$status"
     # Every claim of the scan in one push; result-write prints each one it

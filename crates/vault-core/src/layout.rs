@@ -4,7 +4,9 @@
 //! ```text
 //! vault/actions/<id>.json           the action
 //! vault/actions/<id>.result.json    its result
-//! vault/archive/<ab>/<cd>/<id>.json         a finished action, moved
+//! vault/archive/<ab>/<cd>/<id>.json         on the archive branch
+//!                                           (vault-archive/<branch>): a
+//!                                           finished action, moved there
 //! vault/archive/<ab>/<cd>/<id>.result.json  its result, moved with it
 //! <store>/<NAME>.age                a secret (else <NAME>.enc)
 //! ```
@@ -19,7 +21,13 @@ pub const ACTIONS_SUBDIR: &str = "actions";
 /// [`VAULT_DIR`]`/`[`ACTIONS_SUBDIR`].
 pub const ACTIONS_DIR: &str = "vault/actions";
 
-/// The folder finished actions are moved to, inside [`VAULT_DIR`].
+/// The archive branch of a watched branch `B` is `vault-archive/B`: finished
+/// actions move there, out of the watched branch's tree, so that no commit
+/// on the watched branch costs more as history grows.
+pub const ARCHIVE_BRANCH_PREFIX: &str = "vault-archive/";
+
+/// The folder finished actions are moved to, inside [`VAULT_DIR`] (on the
+/// archive branch).
 pub const ARCHIVE_SUBDIR: &str = "archive";
 
 /// [`VAULT_DIR`]`/`[`ARCHIVE_SUBDIR`]: `<ab>/<cd>/<id>.json` and

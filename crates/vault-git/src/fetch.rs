@@ -25,11 +25,12 @@ impl Ops {
         let mut conn = remote
             .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
             .map_err(|e| self.classify(e))?;
-        let tip = conn
-            .list()
-            .map_err(|e| self.classify(e))?
+        let heads = conn.list().map_err(|e| self.classify(e))?;
+        let tip = heads.iter().find(|h| h.name() == want).map(|h| h.oid());
+        let archive_want = head_ref(&self.archive_branch());
+        let archive = heads
             .iter()
-            .find(|h| h.name() == want)
+            .find(|h| h.name() == archive_want)
             .map(|h| h.oid());
         let Some(tip) = tip else {
             return Err(GitError::MissingBranch {
@@ -38,22 +39,37 @@ impl Ops {
             });
         };
         let cached = self.cached_tip();
-        let have =
-            cached == Some(tip) || self.repo.find_commit(tip).is_ok_and(|c| c.tree().is_ok());
-        if !have {
+        let have = |c: Oid| self.repo.find_commit(c).is_ok_and(|c| c.tree().is_ok());
+        // The archive branch comes in the same request, when it moved.
+        let mut specs = Vec::new();
+        if cached != Some(tip) && !have(tip) {
+            specs.push(format!("+{want}:{tracking}"));
+        }
+        if archive.is_some_and(|a| !have(a)) {
+            specs.push(format!(
+                "+{archive_want}:{}",
+                tracking_ref(&self.archive_branch())
+            ));
+        }
+        if !specs.is_empty() {
             let mut fo = FetchOptions::new();
             fo.remote_callbacks(self.callbacks())
                 .download_tags(AutotagOption::None)
                 .update_fetchhead(false);
             conn.remote()
-                .download(&[format!("+{want}:{tracking}")], Some(&mut fo))
+                .download(&specs, Some(&mut fo))
                 .map_err(|e| self.classify(e))?;
-            self.repo.find_commit(tip).map_err(GitError::git(format!(
-                "the fetch from {} did not bring commit {tip}",
-                self.url.display()
-            )))?;
+            for c in std::iter::once(tip).chain(archive) {
+                self.repo.find_commit(c).map_err(GitError::git(format!(
+                    "the fetch from {} did not bring commit {c}",
+                    self.url.display()
+                )))?;
+            }
         }
         drop(conn);
+        // The archive's tracking ref mirrors the remote (absent: removed),
+        // so that a push to it compares against what the remote holds.
+        self.set_archive_tip(archive)?;
         if let Some(old) = cached.filter(|c| *c != tip) {
             let forward = first_parent_descends(&self.repo, tip, old).map_err(GitError::git(
                 format!("cannot tell whether {tip} descends from {old}, the last tip seen"),
@@ -82,6 +98,43 @@ impl Ops {
         Ok(tip)
     }
 }
+impl Ops {
+    /// The archive branch of the watched branch:
+    /// `vault-archive/<branch>` ([`vault_core::layout::ARCHIVE_BRANCH_PREFIX`]).
+    pub fn archive_branch(&self) -> String {
+        format!(
+            "{}{}",
+            vault_core::layout::ARCHIVE_BRANCH_PREFIX,
+            self.branch
+        )
+    }
+
+    /// The archive branch's tip as last fetched (or pushed), if the remote
+    /// has one. Its history is not guarded like the watched branch's: what
+    /// ran is known from the watched branch; the archive only keeps the
+    /// files.
+    pub fn archive_tip(&self) -> Option<Oid> {
+        self.repo
+            .refname_to_id(&tracking_ref(&self.archive_branch()))
+            .ok()
+    }
+
+    fn set_archive_tip(&self, tip: Option<Oid>) -> Result<(), GitError> {
+        let name = tracking_ref(&self.archive_branch());
+        if self.archive_tip() == tip {
+            return Ok(());
+        }
+        match tip {
+            Some(t) => self
+                .repo
+                .reference(&name, t, true, "vault-dispatch: fetch")
+                .map(|_| ()),
+            None => self.repo.find_reference(&name).and_then(|mut r| r.delete()),
+        }
+        .map_err(GitError::git(format!("cannot update {name}")))
+    }
+}
+
 /// Whether `old` is on the first-parent chain of `tip` (or is `tip`).
 ///
 /// This, not plain ancestry, is what "the branch only moved forward" means

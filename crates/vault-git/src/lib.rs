@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use tls::load_ca_bundle;
 use vault_core::RepoConfig;
 
+mod archive;
 mod credentials;
 mod fetch;
 mod push;
@@ -43,11 +44,12 @@ mod tls;
 mod tree;
 mod url;
 
+pub use archive::{Archive, Move};
 pub use credentials::Credentials;
 pub use fetch::first_parent_descends;
 pub use sig::{verify_commit, AllowedSigners, SigningKey, Unverified, Verified};
 pub use tls::defer_ca_bundle;
-pub use tree::{actions_tree_id, archive_tree, archived, last_change, Move, Tip};
+pub use tree::{actions_tree_id, last_change, Tip};
 pub use url::RepoUrl;
 
 /// Everything that can go wrong talking to the ops repo. The caller maps

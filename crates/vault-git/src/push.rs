@@ -15,24 +15,30 @@ impl Ops {
     /// another reason (e.g. a hook) — the caller may fetch to tell whether
     /// that was a lost race after all; [`GitError::Unreachable`].
     pub fn push(&self, new: Oid, old: Oid) -> Result<(), GitError> {
+        self.push_branch(&self.branch, new, Some(old))
+    }
+
+    /// [`Ops::push`] to the archive branch ([`Ops::archive_branch`]);
+    /// `old` `None`: create it (a branch there already is a lost race).
+    pub fn push_archive(&self, new: Oid, old: Option<Oid>) -> Result<(), GitError> {
+        self.push_branch(&self.archive_branch(), new, old)
+    }
+
+    fn push_branch(&self, branch: &str, new: Oid, old: Option<Oid>) -> Result<(), GitError> {
         match &self.url.local {
-            Some(path) => self.push_local(path, new, old)?,
-            None => self.push_remote(new, old)?,
+            Some(path) => self.push_local(path, branch, new, old)?,
+            None => self.push_remote(branch, new, old)?,
         }
         self.repo
-            .reference(
-                &tracking_ref(&self.branch),
-                new,
-                true,
-                "vault-dispatch: pushed",
-            )
+            .reference(&tracking_ref(branch), new, true, "vault-dispatch: pushed")
             .map_err(GitError::git("cannot update the tracking ref after a push"))?;
         Ok(())
     }
 
-    fn push_remote(&self, new: Oid, old: Oid) -> Result<(), GitError> {
+    fn push_remote(&self, branch: &str, new: Oid, old: Option<Oid>) -> Result<(), GitError> {
         let push_ref = "refs/vault-dispatch/push";
-        let dst = head_ref(&self.branch);
+        let dst = head_ref(branch);
+        let old = old.unwrap_or(Oid::ZERO_SHA1);
         self.repo
             .reference(push_ref, new, true, "vault-dispatch: to push")
             .map_err(GitError::git("cannot create the push ref"))?;
@@ -93,9 +99,15 @@ impl Ops {
         Ok(())
     }
 
-    fn push_local(&self, path: &Path, new: Oid, old: Oid) -> Result<(), GitError> {
+    fn push_local(
+        &self,
+        path: &Path,
+        branch: &str,
+        new: Oid,
+        old: Option<Oid>,
+    ) -> Result<(), GitError> {
         let target = Repository::open(path).map_err(|e| self.classify(e))?;
-        let dst = head_ref(&self.branch);
+        let dst = head_ref(branch);
         if !target.is_bare() {
             let head = target
                 .head()
@@ -110,7 +122,7 @@ impl Ops {
             }
         }
         let current = target.refname_to_id(&dst).ok();
-        if current != Some(old) {
+        if current != old {
             return Err(GitError::NonFastForward);
         }
         let mut walk = self
@@ -118,7 +130,7 @@ impl Ops {
             .revwalk()
             .map_err(GitError::git("cannot walk the new commits"))?;
         walk.push(new)
-            .and_then(|()| walk.hide(old))
+            .and_then(|()| old.map_or(Ok(()), |o| walk.hide(o)))
             .map_err(GitError::git("cannot walk the new commits"))?;
         let mut pack = self
             .repo
@@ -148,10 +160,18 @@ impl Ops {
         writer
             .commit()
             .map_err(GitError::git("cannot store the new objects in the remote"))?;
-        let moved = target.reference_matching(&dst, new, true, old, "vault-dispatch: push");
+        let moved = match old {
+            Some(old) => target.reference_matching(&dst, new, true, old, "vault-dispatch: push"),
+            None => target.reference(&dst, new, false, "vault-dispatch: push"),
+        };
         match moved.map(|_| ()) {
             Ok(()) => Ok(()),
-            Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Locked) => {
+            Err(e)
+                if matches!(
+                    e.code(),
+                    ErrorCode::Modified | ErrorCode::Locked | ErrorCode::Exists
+                ) =>
+            {
                 Err(GitError::NonFastForward)
             }
             Err(e) => Err(GitError::git(format!("cannot update {dst}"))(e)),

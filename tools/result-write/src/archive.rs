@@ -1,50 +1,59 @@
-//! Moving finished actions out of `vault/actions` into `vault/archive`, in
-//! the result commits result-write makes anyway, so that the folder every
-//! scan and every commit reads holds what is pending, running or recently
-//! finished, not the whole history.
+//! `result-write --archive`: move finished actions out of the watched
+//! branch's `vault/actions` onto the archive branch
+//! (`vault-archive/<branch>`, `vault/archive/<ab>/<cd>/`), so that the
+//! folder every scan and every commit reads holds what is pending, running
+//! or recently finished, not the whole history.
 //!
-//! An id moves (its `<id>.json` and `<id>.result.json`, blobs unchanged) to
-//! `vault/archive/<ab>/<cd>/` ([`vault_core::layout::archive_folder`]) when
-//! its result is final, names that id, finished (`finished_at`) at least
-//! `--archive-after` seconds ago (a final result without a readable
-//! `finished_at` counts as old), and neither file is in the archive
-//! already (an id landed again after its first run keeps its second
-//! result in `vault/actions`). With `--dispatcher-signers`, a result no
+//! An id is due when its result file is final, names that id, finished
+//! (`finished_at`) at least `--archive-after-s` seconds ago (a final result
+//! without a readable `finished_at` counts as old), and the archive holds
+//! none of its files or the very same blobs. An id whose archive folder
+//! holds a different file of the same name (an id landed again after its
+//! first run) stays where it is. With `--dispatcher-signers`, a result no
 //! listed dispatcher committed is never archived: vault-scan counts it as
-//! absent. At most [`MAX_IDS`] ids move per commit.
+//! absent. At most [`MAX_IDS`] ids move per call.
+//!
+//! Two pushes, in this order, each a compare-and-swap retried on a moved
+//! branch: the archive branch gets the files (blobs unchanged); then one
+//! commit on the watched branch removes exactly the files the archive now
+//! holds, byte for byte. A crash between the two leaves the files in both
+//! places, which the next call finishes.
 
-use git2::Repository;
-use vault_core::layout::{ACTION_SUFFIX, RESULT_SUFFIX};
+use crate::{backoff, cli::Cli, commit_tree, now_ms, Signing};
+use anyhow::anyhow;
+use git2::{Oid, Repository};
+use vault_core::layout::{ACTION_SUFFIX, ARCHIVE_DIR, RESULT_SUFFIX};
 use vault_core::{ActionId, ActionResult};
-use vault_git::{Move, Tip};
+use vault_git::{Archive, GitError, Move, Ops, Tip};
 
-/// Ids moved per commit at most: a commit stays small however many
-/// results are due (the rest go with the next ones).
+/// Ids moved per call at most: each commit stays small however many
+/// results are due (the rest go with the next call).
 pub const MAX_IDS: usize = 1000;
 
-/// When a final result becomes due, and which ids are skipped.
-pub struct Due<'a> {
-    pub now_ms: u64,
-    pub after_ms: u64,
-    /// File names this commit writes (not moved).
-    pub writing: &'a [(String, usize)],
+/// What is due: files to add to the archive, and the names to remove from
+/// `vault/actions` (every file of each due id, added now or earlier).
+#[derive(Default)]
+struct Due {
+    add: Vec<Move>,
+    remove: Vec<String>,
+    ids: Vec<String>,
 }
 
-/// The entries of `tip`'s `vault/actions` to move into the archive.
-/// `believe`: whether a result file may be trusted (see the module doc).
-pub fn due(
+/// The due ids of `tip` against `archive`.
+fn due(
     repo: &Repository,
     tip: &Tip<'_>,
-    when: &Due<'_>,
-    believe: &mut dyn FnMut(&str, git2::Oid) -> Result<(), String>,
-) -> Vec<Move> {
-    let mut moves = Vec::new();
+    archive: &Archive<'_>,
+    keep_ms: u64,
+    believe: &mut dyn FnMut(&str, Oid) -> Result<(), String>,
+) -> Due {
+    let mut due = Due::default();
     let Some(actions) = tip.actions.as_ref() else {
-        return moves;
+        return due;
     };
-    let mut ids = 0;
+    let now = now_ms();
     for entry in actions.iter() {
-        if ids >= MAX_IDS {
+        if due.ids.len() >= MAX_IDS {
             break;
         }
         let Ok(name) = entry.name() else { continue };
@@ -54,7 +63,7 @@ pub fn due(
         else {
             continue;
         };
-        if !vault_git::is_regular_file(&entry) || when.writing.iter().any(|(w, _)| w == name) {
+        if !vault_git::is_regular_file(&entry) {
             continue;
         }
         let Ok(blob) = repo.find_blob(entry.id()) else {
@@ -70,32 +79,112 @@ pub fn due(
             .finished_at
             .as_deref()
             .and_then(vault_core::time::parse_ms);
-        if finished.is_some_and(|t| t.saturating_add(when.after_ms) > when.now_ms) {
+        if finished.is_some_and(|t| t.saturating_add(keep_ms) > now) {
             continue;
         }
         let action_name = format!("{id}{ACTION_SUFFIX}");
-        let taken = [name, action_name.as_str()].iter().any(|n| {
-            // A folder that cannot be read is no free slot.
-            vault_git::archived(tip.archive.as_ref(), id.as_str(), n).map_or(true, |e| e.is_some())
-        });
-        if taken || believe(name, entry.id()).is_err() {
+        let files: Vec<git2::TreeEntry<'_>> = std::iter::once(entry.clone())
+            .chain(actions.get_name(&action_name))
+            .collect();
+        let mut add = Vec::new();
+        let mut clash = false;
+        for f in &files {
+            let fname = f.name().unwrap_or_default();
+            match archive.get(id.as_str(), fname) {
+                Ok(None) => add.push(Move {
+                    id: id.to_string(),
+                    name: fname.to_string(),
+                    oid: f.id(),
+                    mode: f.filemode(),
+                }),
+                Ok(Some(there)) if there.id() == f.id() => {}
+                // Another file of that name (an id landed again), or a
+                // folder that cannot be read: left where it is.
+                _ => clash = true,
+            }
+        }
+        if clash || believe(name, entry.id()).is_err() {
             continue;
         }
-        moves.push(Move {
-            id: id.to_string(),
-            name: name.to_string(),
-            oid: entry.id(),
-            mode: entry.filemode(),
-        });
-        if let Some(action) = actions.get_name(&action_name) {
-            moves.push(Move {
-                id: id.to_string(),
-                name: action_name,
-                oid: action.id(),
-                mode: action.filemode(),
-            });
-        }
-        ids += 1;
+        due.remove.extend(
+            files
+                .iter()
+                .map(|f| f.name().unwrap_or_default().to_string()),
+        );
+        due.add.extend(add);
+        due.ids.push(id.to_string());
     }
-    moves
+    due
+}
+
+/// Archive what is due; returns how many ids moved.
+pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::Result<usize> {
+    let repo = ops.repo();
+    let keep_ms = cli.archive_after_s.saturating_mul(1000);
+    let branch = ops.archive_branch();
+    let mut last_err = None;
+    for attempt in 0..cli.tries {
+        if attempt > 0 {
+            backoff(attempt);
+        }
+        let base = ops.fetch()?;
+        let tip = Tip::read(repo, base)?;
+        let archive_tip = ops.archive_tip();
+        let archive = Archive::read(repo, archive_tip)?;
+        let mut believe = |name: &str, blob: Oid| signing.believes(repo, base, name, blob);
+        let due = due(repo, &tip, &archive, keep_ms, &mut believe);
+        if due.ids.is_empty() {
+            return Ok(0);
+        }
+        let list: String = due.ids.iter().map(|id| format!("{id}\n")).collect();
+        // 1. The archive branch gets the files.
+        let held = if due.add.is_empty() {
+            archive_tip
+        } else {
+            let tree = archive.tree_adding(repo, &due.add)?;
+            let parents: Vec<&git2::Commit<'_>> = archive.commit.iter().collect();
+            let message = format!(
+                "vault: archive {} finished action(s) from {}\n\n{list}",
+                due.ids.len(),
+                ops.branch()
+            );
+            let commit = commit_tree(repo, me, &message, &tree, &parents, signing.key.as_ref())?;
+            match ops.push_archive(commit, archive_tip) {
+                Ok(()) => Some(commit),
+                Err(e @ GitError::NonFastForward) => {
+                    last_err = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        // 2. The watched branch lets go of exactly those files.
+        let tree = {
+            let names: Vec<&str> = due.remove.iter().map(String::as_str).collect();
+            tip.tree_changing(repo, [], &names)?
+        };
+        let message = format!(
+            "vault: archive {} finished action(s) into {branch}\n\nNow in {ARCHIVE_DIR}/ of {branch} at {}:\n{list}",
+            due.ids.len(),
+            held.map(|h| h.to_string()).unwrap_or_default()
+        );
+        let commit = commit_tree(
+            repo,
+            me,
+            &message,
+            &tree,
+            &[&tip.commit],
+            signing.key.as_ref(),
+        )?;
+        match ops.push(commit, base) {
+            Ok(()) => return Ok(due.ids.len()),
+            Err(e @ GitError::NonFastForward) => last_err = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(anyhow!(
+        "the branch kept moving: gave up archiving after {} tries ({})",
+        cli.tries,
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }

@@ -36,9 +36,13 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub tries: u32,
 
-    /// Keep a finished action in vault/actions this long after its result's
-    /// `finished_at`; then a result commit moves both files to
-    /// vault/archive/<ab>/<cd>/ (0: in the next one)
+    /// Move finished actions out of vault/actions onto the archive branch
+    /// vault-archive/<branch> (stdin is not read; nothing printed)
+    #[arg(long, conflicts_with_all = ["claim", "flush"])]
+    pub archive: bool,
+
+    /// With --archive: move a finished action once its result's
+    /// `finished_at` is this old (0: at once)
     #[arg(long, env = "VAULT_ARCHIVE_AFTER_S", value_name = "SECONDS",
           default_value_t = 604_800,
           value_parser = clap::value_parser!(u64).range(0..=3_153_600_000))]

@@ -9,11 +9,12 @@
 //! All results of one call (and everything spooled before) go into one
 //! commit on the fetched branch tip, authored and committed by
 //! `<dispatcher id> <<id>@vault-dispatch.invalid>`, pushed without force.
-//! Only `vault/actions/<id>.result.json` is ever written; a commit that
-//! records a final result also moves finished actions into
-//! `vault/archive/<ab>/<cd>/` (see [`archive`]). Finals are spooled before
-//! the repo lock is taken, so the call holding it takes them along: a burst
-//! of results lands in few commits.
+//! Only `vault/actions/<id>.result.json` is ever written. Finals are spooled
+//! before the repo lock is taken, so the call holding it takes them along:
+//! a burst of results lands in few commits.
+//!
+//! `--archive` (stdin not read) moves finished actions onto the archive
+//! branch instead (see the `archive` module).
 //!
 //! Per result, against the file already on the branch:
 //!
@@ -26,8 +27,8 @@
 //! | final | the identical result | already recorded (no commit) |
 //! | final | another final (or unreadable) result | kept, nothing written, exit 3 |
 //!
-//! With nothing at `vault/actions/<id>.result.json` but a result in the
-//! archive: the identical result is already recorded; a claim loses the
+//! With nothing at `vault/actions/<id>.result.json` but a result on the
+//! archive branch: the identical result is already recorded; a claim loses the
 //! race (an id that finished once is never claimed again), unless its scan
 //! line is `spent` (nothing starts it; it is recorded `abandoned`); another
 //! final result is written in `vault/actions`.
@@ -53,7 +54,7 @@
 //! existing result; 4 remote unreachable. When several apply: 1, then 4,
 //! then 3.
 
-pub mod archive;
+mod archive;
 pub mod cli;
 pub mod spool;
 
@@ -67,7 +68,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vault_core::{jsonl, report, ActionResult, Exit, ScanLine, Status};
 use vault_git::sig::{AllowedSigners, SigningKey};
-use vault_git::{GitError, Ops, Tip};
+use vault_git::{Archive, GitError, Ops, Tip};
 
 const TOOL: &str = "result-write";
 
@@ -91,7 +92,7 @@ enum Outcome {
 }
 
 /// Signing our commits, and whose commits to believe.
-struct Signing {
+pub(crate) struct Signing {
     key: Option<SigningKey>,
     dispatchers: Option<AllowedSigners>,
 }
@@ -108,6 +109,42 @@ impl Signing {
             .transpose()?;
         let dispatchers = AllowedSigners::load_if(cli.trust.dispatcher_signers())?;
         Ok(Signing { key, dispatchers })
+    }
+}
+
+impl Signing {
+    /// Whether the file `name` (blob `blob`) of `vault/actions` at `base`
+    /// may be trusted: always without `--dispatcher-signers`; else only
+    /// when the first-parent commit that last changed it is signed by a
+    /// listed dispatcher (the error says why not).
+    pub(crate) fn believes(
+        &self,
+        repo: &Repository,
+        base: Oid,
+        name: &str,
+        blob: Oid,
+    ) -> Result<(), String> {
+        let Some(signers) = &self.dispatchers else {
+            return Ok(());
+        };
+        let commit = match vault_git::last_change(repo, base, name, blob) {
+            Ok(c) => c,
+            Err(e) => {
+                // Never overwrite what cannot be judged.
+                report(
+                    TOOL,
+                    format!(
+                        "{name}: cannot tell which commit last changed it ({e}); it is believed"
+                    ),
+                );
+                return Ok(());
+            }
+        };
+        vault_git::sig::verify_commit(repo, commit, signers)
+            .map(|_| ())
+            .map_err(|e| {
+                format!("it was last changed by commit {commit}, which is not signed by a listed dispatcher ({e})")
+            })
     }
 }
 
@@ -211,6 +248,11 @@ pub fn record(
     let cfg = cli.repo.config()?;
     let me = String::from(cfg.dispatcher.clone());
     let signing = Signing::load(cli)?;
+    if cli.archive {
+        let ops = Ops::from_config(&cfg)?;
+        archive::run(cli, &ops, &me, &signing)?;
+        return Ok(Exit::Ok);
+    }
     let mut tally = Tally::default();
     let fresh = read_input(cli, &me, input, &mut tally);
     // Finals are spooled before the repo lock is taken: a call already
@@ -375,50 +417,19 @@ fn deliver(
         }
         let base = ops.fetch()?;
         let tip = Tip::read(repo, base)?;
-        let mut believe = |name: &str, blob: Oid| match &trust.dispatchers {
-            None => Ok(()),
-            Some(signers) => {
-                let commit = match vault_git::last_change(repo, base, name, blob) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Never overwrite what cannot be judged.
-                        report(TOOL, format!("{name}: cannot tell which commit last changed it ({e}); it is believed"));
-                        return Ok(());
-                    }
-                };
-                vault_git::sig::verify_commit(repo, commit, signers).map(|_| ()).map_err(|e| {
-                    format!("it was last changed by commit {commit}, which is not signed by a listed dispatcher ({e})")
-                })
-            }
-        };
-        let (outcomes, writes) = decide(repo, &tip, me, items, &mut believe);
+        let archive = Archive::read(repo, ops.archive_tip())?;
+        let mut believe = |name: &str, blob: Oid| trust.believes(repo, base, name, blob);
+        let (outcomes, writes) = decide(repo, &tip, &archive, me, items, &mut believe);
         if writes.is_empty() {
             return Ok((base, outcomes));
         }
-        // Claims stay small and quick; result commits take the archiving.
-        let moves = if writes
-            .iter()
-            .any(|(_, i)| items[*i].result.status.is_final())
-        {
-            let when = archive::Due {
-                now_ms: now_ms(),
-                after_ms: cli.archive_after_s.saturating_mul(1000),
-                writing: &writes,
-            };
-            archive::due(repo, &tip, &when, &mut believe)
-        } else {
-            Vec::new()
-        };
         let commit = make_commit(
             repo,
             &tip,
             me,
-            Changes {
-                items,
-                outcomes: &outcomes,
-                writes: &writes,
-                moves: &moves,
-            },
+            items,
+            &outcomes,
+            &writes,
             trust.key.as_ref(),
         )?;
         match ops.push(commit, base) {
@@ -443,13 +454,13 @@ fn deliver(
     ))
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn backoff(attempt: u32) {
+pub(crate) fn backoff(attempt: u32) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -491,9 +502,9 @@ fn read_existing(repo: &Repository, entry: &git2::TreeEntry<'_>) -> Existing {
 }
 
 /// The archived result of `r`'s id, if the archive holds one.
-fn archived_result(repo: &Repository, tip: &Tip<'_>, r: &ActionResult) -> Option<Existing> {
+fn archived_result(repo: &Repository, archive: &Archive<'_>, r: &ActionResult) -> Option<Existing> {
     let name = r.id.result_file_name();
-    match vault_git::archived(tip.archive.as_ref(), r.id.as_str(), &name) {
+    match archive.get(r.id.as_str(), &name) {
         Ok(Some(entry)) => Some(read_existing(repo, &entry)),
         Ok(None) => None,
         Err(e) => Some(Existing::Unreadable(e.to_string(), git2::Oid::ZERO_SHA1)),
@@ -505,6 +516,7 @@ fn archived_result(repo: &Repository, tip: &Tip<'_>, r: &ActionResult) -> Option
 fn decide(
     repo: &Repository,
     tip: &Tip<'_>,
+    archive: &Archive<'_>,
     me: &str,
     items: &[Item],
     believe: &mut dyn FnMut(&str, Oid) -> Result<(), String>,
@@ -522,7 +534,7 @@ fn decide(
             ),
             None => existing(repo, tip.actions.as_ref(), &name),
         };
-        if let (Existing::None, Some(old)) = (&current, archived_result(repo, tip, r)) {
+        if let (Existing::None, Some(old)) = (&current, archived_result(repo, archive, r)) {
             let same = matches!(&old, Existing::Result(_, bytes, _) if *bytes == item.bytes);
             if same {
                 outcomes.push(Outcome::Already);
@@ -535,7 +547,7 @@ fn decide(
                     _ => "a result".to_string(),
                 };
                 outcomes.push(Outcome::NotWritten(format!(
-                    "lost the race: it already has {what} in {}",
+                    "lost the race: it already has {what} in the archive ({})",
                     vault_core::layout::archive_folder(r.id.as_str())
                 )));
                 continue;
@@ -601,33 +613,20 @@ fn decide(
     (outcomes, writes)
 }
 
-/// What one commit changes: the items written, and the entries archived.
-struct Changes<'a> {
-    items: &'a [Item],
-    outcomes: &'a [Outcome],
-    writes: &'a [(String, usize)],
-    moves: &'a [vault_git::Move],
-}
-
 fn make_commit(
     repo: &Repository,
     tip: &Tip<'_>,
     me: &str,
-    changes: Changes<'_>,
+    items: &[Item],
+    outcomes: &[Outcome],
+    writes: &[(String, usize)],
     key: Option<&SigningKey>,
 ) -> anyhow::Result<Oid> {
-    let Changes {
-        items,
-        outcomes,
-        writes,
-        moves,
-    } = changes;
-    let tree = tip.tree_moving(
+    let tree = tip.tree_with(
         repo,
         writes
             .iter()
             .map(|(name, i)| (name.as_str(), items[*i].bytes.as_slice())),
-        moves,
     )?;
 
     let written: Vec<&Item> = items
@@ -636,7 +635,7 @@ fn make_commit(
         .filter(|(_, o)| **o == Outcome::Write)
         .map(|(i, _)| i)
         .collect();
-    let mut message = match written.as_slice() {
+    let message = match written.as_slice() {
         [one] => format!("vault: {} {}\n", one.result.id, one.result.status),
         many => {
             let mut m = format!("vault: record {} results\n\n", many.len());
@@ -646,25 +645,19 @@ fn make_commit(
             m
         }
     };
-    let archived: Vec<&str> = moves
-        .iter()
-        .filter(|m| m.name.ends_with(vault_core::layout::RESULT_SUFFIX))
-        .map(|m| m.id.as_str())
-        .collect();
-    if !archived.is_empty() {
-        if written.len() == 1 {
-            message.push('\n');
-        }
-        message.push_str(&format!(
-            "\narchived {} finished action(s) into {}:\n",
-            archived.len(),
-            vault_core::layout::ARCHIVE_DIR
-        ));
-        for id in archived {
-            message.push_str(id);
-            message.push('\n');
-        }
-    }
+    commit_tree(repo, me, &message, &tree, &[&tip.commit], key)
+}
+
+/// A commit of `tree` on `parents` by this dispatcher (author and
+/// committer), signed with `key` when there is one.
+pub(crate) fn commit_tree(
+    repo: &Repository,
+    me: &str,
+    message: &str,
+    tree: &git2::Tree<'_>,
+    parents: &[&git2::Commit<'_>],
+    key: Option<&SigningKey>,
+) -> anyhow::Result<Oid> {
     let email: String = me
         .chars()
         .map(|c| {
@@ -678,10 +671,10 @@ fn make_commit(
     let sig = Signature::now(me, &format!("{email}@vault-dispatch.invalid"))
         .context("cannot make the commit signature")?;
     let oid = match key {
-        None => repo.commit(None, &sig, &sig, &message, &tree, &[&tip.commit]),
+        None => repo.commit(None, &sig, &sig, message, tree, parents),
         Some(key) => {
             let buf = repo
-                .commit_create_buffer(&sig, &sig, &message, &tree, &[&tip.commit])
+                .commit_create_buffer(&sig, &sig, message, tree, parents)
                 .context("cannot make the commit")?;
             let content = std::str::from_utf8(&buf).context("the commit is not UTF-8")?;
             let signature = key.sign_commit(content).context("cannot sign the commit")?;

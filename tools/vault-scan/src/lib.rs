@@ -53,7 +53,7 @@ use vault_core::layout::ACTIONS_DIR;
 use vault_core::ledger::Ledger;
 use vault_core::{jsonl, report, ActionId, Exit};
 use vault_git::sig::AllowedSigners;
-use vault_git::GitError;
+use vault_git::{Archive, GitError};
 
 const TOOL: &str = "vault-scan";
 
@@ -115,6 +115,15 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     )?;
     walked.introduced.extend(newer.introduced);
     walked.touched.extend(newer.touched);
+    walked.gone.extend(newer.gone);
+    // Archive pushes come before the watched branch lets go of the files:
+    // the archive as fetched now holds what was moved.
+    let archive = Archive::read(repo, ops.archive_tip())?;
+    for g in std::mem::take(&mut walked.gone) {
+        if !g.archived(&archive) {
+            report(TOOL, g.message);
+        }
+    }
     let Some(tree) = vault_git::actions_tree_id(repo, commit)? else {
         if cli.verbose {
             report(TOOL, format!("{commit} has no vault/actions folder"));
@@ -194,7 +203,6 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
         })
         .collect();
     let history = state.lookup(&asked, &seen)?;
-    let archive = vault_git::archive_tree(repo, commit)?;
     let mut writer = jsonl::Writer::new(out);
     for c in candidates {
         let (id, kind, oid, resume, ambiguous) = match c {
@@ -241,10 +249,11 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
             let forged = trust.as_ref().and_then(|d| d.get(id.as_str()));
             forged.is_none_or(|d| d.commit != c.to_string())
         });
-        let archived = archived_files(archive.as_ref(), &id)?;
+        let archived = archived_files(&archive, &id)?;
         let mut spent = match archived {
             Some(folder) => Some(format!(
-                "this id was used before: its action and result are archived in {folder}: {AGAIN}"
+                "this id was used before: its action and result are archived in {folder} on the branch {}: {AGAIN}",
+                ops.archive_branch()
             )),
             None => spent_reason(&ledger, evidence, &id, resume, commit)?,
         };
@@ -300,6 +309,29 @@ pub struct Walked {
     pub introduced: Introduced,
     /// Action file names a walked commit changed.
     pub touched: std::collections::HashSet<Vec<u8>>,
+    /// Final results the walked commits deleted or turned back into claims.
+    pub gone: Vec<Gone>,
+}
+
+/// A final result that vanished from `vault/actions`, to report unless it
+/// was archived.
+pub struct Gone {
+    pub id: String,
+    pub blob: Oid,
+    /// Deleted (not turned into a claim).
+    pub deleted: bool,
+    pub message: String,
+}
+
+impl Gone {
+    /// Moved to the archive branch, byte for byte: no deletion to report.
+    fn archived(&self, archive: &Archive<'_>) -> bool {
+        let name = format!("{}{}", self.id, vault_core::layout::RESULT_SUFFIX);
+        self.deleted
+            && archive
+                .get(&self.id, &name)
+                .is_ok_and(|e| e.is_some_and(|e| e.id() == self.blob))
+    }
 }
 
 /// What [`advance`] does with a tip that does not descend from the last
@@ -335,6 +367,7 @@ fn advance(
         }
     };
     let last = state.last_tip()?;
+    let mut gone = Vec::new();
     let stop = match last {
         None => None,
         Some(last) if last == tip => {
@@ -366,11 +399,13 @@ fn advance(
                         TOOL,
                         format!("accepted the rewrite of the branch from {last} to {tip}; ids seen before stay spent"),
                     );
-                    for (id, became) in history::vanished_finals(repo, last, tip, seen)? {
-                        report(
-                            TOOL,
-                            format!("{id}: its final result {became} by the rewrite from {last} to {tip}; the action is never started again"),
-                        );
+                    for (id, became, blob) in history::vanished_finals(repo, last, tip, seen)? {
+                        gone.push(Gone {
+                            message: format!("{id}: its final result {became} by the rewrite from {last} to {tip}; the action is never started again"),
+                            deleted: became == "was deleted",
+                            id,
+                            blob,
+                        });
                     }
                     repo.merge_base(tip, last).ok()
                 }
@@ -390,20 +425,23 @@ fn advance(
             ),
         );
     }
-    for v in learned.vanished.iter().rev() {
-        report(
-            TOOL,
-            format!(
+    for v in learned.vanished.into_iter().rev() {
+        gone.push(Gone {
+            message: format!(
                 "{}: its final result {} in commit {}; the action is never started again",
                 v.id, v.became, v.commit
             ),
-        );
+            deleted: v.became == "was deleted",
+            id: v.id,
+            blob: v.blob,
+        });
     }
     state.store_seen(seen)?;
     state.save_tip(tip)?;
     Ok(Walked {
         introduced: learned.introduced,
         touched: learned.touched,
+        gone,
     })
 }
 
@@ -411,12 +449,9 @@ const AGAIN: &str = "an action id runs at most once (land a new id to run it aga
 
 /// `id`'s folder in `vault/archive` when it holds its action or result
 /// file: the id finished before and was archived.
-fn archived_files(
-    archive: Option<&git2::Tree<'_>>,
-    id: &ActionId,
-) -> anyhow::Result<Option<String>> {
+fn archived_files(archive: &Archive<'_>, id: &ActionId) -> anyhow::Result<Option<String>> {
     for name in [id.result_file_name(), id.action_file_name()] {
-        if vault_git::archived(archive, id.as_str(), &name)?.is_some() {
+        if archive.get(id.as_str(), &name)?.is_some() {
             return Ok(Some(vault_core::layout::archive_folder(id.as_str())));
         }
     }

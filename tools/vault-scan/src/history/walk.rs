@@ -107,18 +107,6 @@ fn changed_results(before: &Results, after: &Results) -> Vec<Change> {
     out
 }
 
-/// Whether `commit` holds `blob` as `id`'s archived result: the result
-/// left `vault/actions` by being archived (result-write's move), which is
-/// no deletion.
-fn archived_as(repo: &Repository, commit: Oid, id: &str, blob: Oid) -> bool {
-    let name = format!("{id}{}", vault_core::layout::RESULT_SUFFIX);
-    vault_git::archive_tree(repo, commit)
-        .ok()
-        .flatten()
-        .and_then(|t| vault_git::archived(Some(&t), id, &name).ok().flatten())
-        .is_some_and(|e| e.id() == blob)
-}
-
 fn seen_state(repo: &Repository, blob: Oid) -> Seen {
     match read_result(repo, blob) {
         ResultState::Final => Seen::Final,
@@ -132,6 +120,8 @@ pub struct Vanished {
     pub id: String,
     pub became: &'static str,
     pub commit: Oid,
+    /// The final result's blob before it vanished.
+    pub blob: Oid,
 }
 
 /// What [`learn`] found.
@@ -231,14 +221,14 @@ pub fn learn(
                 if let Some(blob) = c.new {
                     learned.introduced.entry((c.id.clone(), blob)).or_insert(at);
                 }
-                let became = note_change(repo, &mut states, &c, at, seen);
-                let moved =
-                    c.new.is_none() && c.old.is_some_and(|b| archived_as(repo, at, &c.id, b));
-                if let (Some(became), false) = (became, moved) {
+                if let (Some(became), Some(blob)) =
+                    (note_change(repo, &mut states, &c, at, seen), c.old)
+                {
                     learned.vanished.push(Vanished {
                         id: c.id,
                         became,
                         commit: at,
+                        blob,
                     });
                 }
             }
@@ -257,14 +247,14 @@ pub fn learn(
 }
 
 /// A final result at `old` (a tip seen before a rewrite) that is missing,
-/// or `running`, at `new`: the id, what it became, and it is noted as
-/// [`Seen::Final`] in `seen`.
+/// or `running`, at `new`: the id, what it became, its blob at `old`; it is
+/// noted as [`Seen::Final`] in `seen`.
 pub fn vanished_finals(
     repo: &Repository,
     old: Oid,
     new: Oid,
     seen: &mut SeenIds,
-) -> Result<Vec<(String, &'static str)>, git2::Error> {
+) -> Result<Vec<(String, &'static str, Oid)>, git2::Error> {
     let changes = changed_results(
         &read_results(repo, actions_tree(repo, old)?, false)?.results,
         &read_results(repo, actions_tree(repo, new)?, false)?.results,
@@ -275,8 +265,7 @@ pub fn vanished_finals(
         // the walk from it.
         let was_final = c.old.is_some_and(|b| seen_state(repo, b) == Seen::Final);
         let now_final = c.new.is_some_and(|b| seen_state(repo, b) == Seen::Final);
-        let moved = c.new.is_none() && c.old.is_some_and(|b| archived_as(repo, new, &c.id, b));
-        if was_final && !now_final && !moved {
+        if let (true, false, Some(blob)) = (was_final, now_final, c.old) {
             seen.add(&c.id, Seen::Final, old);
             out.push((
                 c.id,
@@ -285,6 +274,7 @@ pub fn vanished_finals(
                 } else {
                     "turned back into a running claim"
                 },
+                blob,
             ));
         }
     }
