@@ -24,7 +24,7 @@
 # over the smallest's, same run.
 # Peak RSS (/usr/bin/time -v) on the largest archive repo: vault-scan
 # warm, after a new result, and cold (fresh cache: first clone); result-write
-# claim and result; and, when dockerd and the testbed image are there,
+# claim, result and --archive (one id, the push walks the whole archive); and, when dockerd and the testbed image are there,
 # secret-mount and run-action of one dispatcher.sh --once cycle on that repo
 # (each tool behind a /usr/bin/time shim).
 # Not a test: it prints numbers, it asserts nothing.
@@ -195,9 +195,10 @@ claim_rss=$(printf '%s\n' "$line" | rss_kib "$bin/result-write" "${tools[@]}" --
 result_rss=$(printf '{"schema":1,"id":"%s","status":"succeeded","finished_at":"%s"}\n' "$id" "$(date -u +%FT%TZ)" |
     rss_kib "$bin/result-write" "${tools[@]}")
 scan_new=$(rss_kib "$bin/vault-scan" "${tools[@]}")
+archive_rss=$(rss_kib "$bin/result-write" "${tools[@]}" --archive --archive-after-s 0)
 scan_cold=$(rm -rf "$cache" && rss_kib "$bin/vault-scan" "${tools[@]}")
-printf 'peak RSS on %s (KiB, target < 65536): vault-scan warm %s, after a new result %s, cold (first clone) %s; result-write --claim %s, result %s\n' \
-    "$name" "$scan_warm" "$scan_new" "$scan_cold" "$claim_rss" "$result_rss"
+printf 'peak RSS on %s (KiB, target < 65536): vault-scan warm %s, after a new result %s, cold (first clone) %s; result-write --claim %s, result %s, --archive (one id) %s\n' \
+    "$name" "$scan_warm" "$scan_new" "$scan_cold" "$claim_rss" "$result_rss" "$archive_rss"
 
 if docker info >/dev/null 2>&1 && docker image inspect "$VAULT_TESTBED_IMAGE" >/dev/null 2>&1; then
     shims=$work/shims

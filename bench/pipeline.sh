@@ -127,12 +127,21 @@ docker events --filter event=start --filter label=vault.managed=1 \
     --format '{{index .Actor.Attributes "vault.action"}}' >"$work/pool-starts" &
 pool_events=$!
 land pool "$many"
+commits_before=$(git --git-dir="$work/ops.git" rev-list --count main)
 t4=$(now); VAULT_PARALLEL=4 sh dispatcher.sh --once 2>/dev/null; t5=$(now)
+commits_after=$(git --git-dir="$work/ops.git" rev-list --count main)
 sleep 1
 kill "$pool_events" 2>/dev/null || :
 pool_ratio=$(calc "($t5 - $t4) / ($t1 - $t0)")
 printf '%d actions, VAULT_PARALLEL=4: drained by one --once %.1f s, ratio to the bare runs %.2f (target <= 0.6)\n' \
     "$many" "$(calc "$t5 - $t4")" "$pool_ratio"
+subjects=$(git --git-dir="$work/ops.git" log --format=%s "main~$((commits_after - commits_before))..main")
+# Without result batching: one commit for the batch of claims plus one per
+# result, $many + 1.
+printf 'commits for the pool run: %d (one per result would be %d); subjects: %s\n' \
+    "$((commits_after - commits_before))" "$((many + 1))" \
+    "$(printf '%s\n' "$subjects" | sed -e 's/^vault: record \([0-9]*\) results$/batch of \1/' \
+        -e 's/^vault: .* succeeded$/single/' | sort | uniq -c | awk '{ $1 = $1; print }' | paste -sd, -)"
 pool_done=$(git --git-dir="$work/ops.git" ls-tree --name-only main vault/actions/ | grep -c '^vault/actions/pool-.*\.result\.json$' || true)
 starts=$(grep '^pool-' "$work/pool-starts" | sort)
 printf 'results recorded for the pool run: %s; containers started: %s, distinct ids: %s\n' \

@@ -78,7 +78,12 @@ fn finished_actions_move_to_the_archive_and_their_ids_never_run_again() {
     let out = site.once();
     out.success();
     let folder = archive_folder(&first);
-    assert_eq!(repo.result(&first), None, "moved out of vault/actions");
+    assert_eq!(
+        repo.result(&first),
+        None,
+        "moved out of vault/actions: {}",
+        out.stderr
+    );
     assert_eq!(repo.show(&format!("vault/actions/{first}.json")), None);
     assert_eq!(
         archived(&repo, &format!("{folder}/{first}.result.json")).as_deref(),

@@ -29,6 +29,7 @@ pub struct Move {
 /// The archive branch at one commit (or absent), with its trees down to
 /// `vault/archive`.
 pub struct Archive<'r> {
+    repo: &'r Repository,
     pub commit: Option<Commit<'r>>,
     root: Option<Tree<'r>>,
     vault: Option<Tree<'r>>,
@@ -50,7 +51,7 @@ fn subtree<'r>(
                     "cannot read {path} of the archive branch"
                 )))
         }
-        Some(_) => Err(GitError::Layout(path)),
+        Some(_) => Err(GitError::ArchiveLayout(path)),
     }
 }
 
@@ -70,11 +71,18 @@ impl<'r> Archive<'r> {
         let vault = subtree(repo, root.as_ref(), VAULT_DIR, VAULT_DIR)?;
         let archive = subtree(repo, vault.as_ref(), ARCHIVE_SUBDIR, ARCHIVE_DIR)?;
         Ok(Archive {
+            repo,
             commit,
             root,
             vault,
             archive,
         })
+    }
+
+    /// The clone it was read from (the archive's own, which also sees the
+    /// watched branch's objects).
+    pub fn repo(&self) -> &'r Repository {
+        self.repo
     }
 
     /// The entry `name` of `id`'s folder, if the archive holds one.
@@ -92,7 +100,8 @@ impl<'r> Archive<'r> {
 
     /// The archive's root tree with `moves` added (an entry of the same
     /// name is replaced); only the folders they land in are rewritten.
-    pub fn tree_adding(&self, repo: &'r Repository, moves: &[Move]) -> Result<Tree<'r>, GitError> {
+    pub fn tree_adding(&self, moves: &[Move]) -> Result<Tree<'r>, GitError> {
+        let repo = self.repo;
         // shard → leaf → entries
         let mut shards: BTreeMap<String, BTreeMap<String, Vec<&Move>>> = BTreeMap::new();
         for m in moves {
@@ -150,7 +159,7 @@ mod tests {
         assert!(empty.get("a", "a.json").unwrap().is_none());
         let (a, ra) = (blob(b"a"), blob(b"ra"));
         let tree = empty
-            .tree_adding(&repo, &[mv("a", "a.json", a), mv("a", "a.result.json", ra)])
+            .tree_adding(&[mv("a", "a.json", a), mv("a", "a.result.json", ra)])
             .unwrap();
         let first = repo.commit(None, &sig, &sig, "m", &tree, &[]).unwrap();
         let archive = Archive::read(&repo, Some(first)).unwrap();
@@ -161,7 +170,7 @@ mod tests {
             .is_ok());
 
         let tree = archive
-            .tree_adding(&repo, &[mv("b", "b.json", blob(b"b"))])
+            .tree_adding(&[mv("b", "b.json", blob(b"b"))])
             .unwrap();
         let parent = repo.find_commit(first).unwrap();
         let second = repo
@@ -178,7 +187,7 @@ mod tests {
         let bad = repo.commit(None, &sig, &sig, "m", &bad, &[]).unwrap();
         assert!(matches!(
             Archive::read(&repo, Some(bad)),
-            Err(GitError::Layout(_))
+            Err(GitError::ArchiveLayout(_))
         ));
     }
 }

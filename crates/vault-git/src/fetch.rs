@@ -39,36 +39,44 @@ impl Ops {
             });
         };
         let cached = self.cached_tip();
-        let have = |c: Oid| self.repo.find_commit(c).is_ok_and(|c| c.tree().is_ok());
-        // The archive branch comes in the same request, when it moved.
-        let mut specs = Vec::new();
-        if cached != Some(tip) && !have(tip) {
-            specs.push(format!("+{want}:{tracking}"));
-        }
-        if archive.is_some_and(|a| !have(a)) {
-            specs.push(format!(
-                "+{archive_want}:{}",
-                tracking_ref(&self.archive_branch())
-            ));
-        }
-        if !specs.is_empty() {
+        let have =
+            cached == Some(tip) || self.repo.find_commit(tip).is_ok_and(|c| c.tree().is_ok());
+        if !have {
             let mut fo = FetchOptions::new();
             fo.remote_callbacks(self.callbacks())
                 .download_tags(AutotagOption::None)
                 .update_fetchhead(false);
             conn.remote()
-                .download(&specs, Some(&mut fo))
+                .download(&[format!("+{want}:{tracking}")], Some(&mut fo))
                 .map_err(|e| self.classify(e))?;
-            for c in std::iter::once(tip).chain(archive) {
-                self.repo.find_commit(c).map_err(GitError::git(format!(
-                    "the fetch from {} did not bring commit {c}",
-                    self.url.display()
-                )))?;
-            }
+            self.repo.find_commit(tip).map_err(GitError::git(format!(
+                "the fetch from {} did not bring commit {tip}",
+                self.url.display()
+            )))?;
         }
         drop(conn);
-        // The archive's tracking ref mirrors the remote (absent: removed),
-        // so that a push to it compares against what the remote holds.
+        // The archive branch goes into its own clone (see `Ops::archive`),
+        // in a second request only when it moved.
+        if let Some(a) = archive.filter(|a| self.archive.find_commit(*a).is_err()) {
+            let mut remote = self
+                .archive
+                .remote_anonymous(self.url.as_git())
+                .map_err(|e| self.classify(e))?;
+            let mut fo = FetchOptions::new();
+            fo.remote_callbacks(self.callbacks())
+                .download_tags(AutotagOption::None)
+                .update_fetchhead(false);
+            let spec = format!("+{archive_want}:{}", tracking_ref(&self.archive_branch()));
+            remote
+                .download(&[spec], Some(&mut fo))
+                .map_err(|e| self.classify(e))?;
+            self.archive.find_commit(a).map_err(GitError::git(format!(
+                "the fetch from {} did not bring commit {a} of the archive branch",
+                self.url.display()
+            )))?;
+        }
+        // Its tracking ref mirrors the remote (absent: removed), so that a
+        // push to it compares against what the remote holds.
         self.set_archive_tip(archive)?;
         if let Some(old) = cached.filter(|c| *c != tip) {
             let forward = first_parent_descends(&self.repo, tip, old).map_err(GitError::git(
@@ -114,7 +122,7 @@ impl Ops {
     /// ran is known from the watched branch; the archive only keeps the
     /// files.
     pub fn archive_tip(&self) -> Option<Oid> {
-        self.repo
+        self.archive
             .refname_to_id(&tracking_ref(&self.archive_branch()))
             .ok()
     }
@@ -126,10 +134,13 @@ impl Ops {
         }
         match tip {
             Some(t) => self
-                .repo
+                .archive
                 .reference(&name, t, true, "vault-dispatch: fetch")
                 .map(|_| ()),
-            None => self.repo.find_reference(&name).and_then(|mut r| r.delete()),
+            None => self
+                .archive
+                .find_reference(&name)
+                .and_then(|mut r| r.delete()),
         }
         .map_err(GitError::git(format!("cannot update {name}")))
     }

@@ -87,6 +87,9 @@ pub enum GitError {
     /// (`vault` or `vault/actions`) is there but not a folder.
     #[error("{0:?} on the branch is not a folder")]
     Layout(&'static str),
+    /// The same on the archive branch (`vault` or `vault/archive`).
+    #[error("{0:?} on the archive branch is not a folder: the archive cannot be read, so no action is dispatched until a commit there repairs it")]
+    ArchiveLayout(&'static str),
     #[error("{context}: {source}")]
     Git {
         context: String,
@@ -120,12 +123,34 @@ impl GitError {
 /// The local cache clone of one ops repo, locked for the caller's lifetime.
 pub struct Ops {
     repo: Repository,
+    /// The archive branch's clone (`<key>.archive.git`), borrowing `repo`'s
+    /// objects (alternates). Its commits must stay out of `repo`: a push
+    /// from `repo` walks the whole tree of every remote branch tip it has.
+    archive: Repository,
     url: RepoUrl,
     branch: String,
     creds: Credentials,
     cache_root: PathBuf,
     key: String,
     _lock: Flock<File>,
+}
+
+/// Open the bare repo at `dir`, creating it when absent.
+fn open_or_init(dir: &Path) -> Result<Repository, GitError> {
+    if dir.join("HEAD").exists() {
+        return Repository::open_bare(dir).map_err(GitError::git(format!(
+            "cannot open cache clone {}",
+            dir.display()
+        )));
+    }
+    let mut opts = git2::RepositoryInitOptions::new();
+    opts.bare(true)
+        .mkpath(true)
+        .initial_head("vault-dispatch-unused");
+    Repository::init_opts(dir, &opts).map_err(GitError::git(format!(
+        "cannot create cache clone {}",
+        dir.display()
+    )))
 }
 
 /// Whether a tree entry is a regular file (a blob that is not a symbolic
@@ -187,23 +212,27 @@ impl Ops {
                 source: std::io::Error::from(e),
             })?;
         let dir = repos.join(format!("{key}.git"));
-        let repo = if dir.join("HEAD").exists() {
-            Repository::open_bare(&dir).map_err(GitError::git(format!(
-                "cannot open cache clone {}",
-                dir.display()
-            )))?
-        } else {
-            let mut opts = git2::RepositoryInitOptions::new();
-            opts.bare(true)
-                .mkpath(true)
-                .initial_head("vault-dispatch-unused");
-            Repository::init_opts(&dir, &opts).map_err(GitError::git(format!(
-                "cannot create cache clone {}",
-                dir.display()
-            )))?
-        };
+        let repo = open_or_init(&dir)?;
+        let archive_dir = repos.join(format!("{key}.archive.git"));
+        drop(open_or_init(&archive_dir)?);
+        let alternates = archive_dir.join("objects/info/alternates");
+        let objects = std::fs::canonicalize(dir.join("objects"))
+            .map_err(GitError::io(format!("cannot find {}", dir.display())))?;
+        let objects = format!("{}\n", objects.display());
+        if std::fs::read_to_string(&alternates).ok().as_deref() != Some(objects.as_str()) {
+            std::fs::write(&alternates, &objects).map_err(GitError::io(format!(
+                "cannot write {}",
+                alternates.display()
+            )))?;
+        }
+        // Opened after the alternates are written, so that they are read.
+        let archive = Repository::open_bare(&archive_dir).map_err(GitError::git(format!(
+            "cannot open cache clone {}",
+            archive_dir.display()
+        )))?;
         Ok(Ops {
             repo,
+            archive,
             url,
             branch: branch.to_string(),
             creds,
@@ -215,6 +244,12 @@ impl Ops {
 
     pub fn repo(&self) -> &Repository {
         &self.repo
+    }
+
+    /// The archive branch's clone: it sees the watched branch's objects
+    /// too, not the other way round.
+    pub fn archive_repo(&self) -> &Repository {
+        &self.archive
     }
 
     pub fn url(&self) -> &RepoUrl {

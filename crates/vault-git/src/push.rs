@@ -15,32 +15,43 @@ impl Ops {
     /// another reason (e.g. a hook) — the caller may fetch to tell whether
     /// that was a lost race after all; [`GitError::Unreachable`].
     pub fn push(&self, new: Oid, old: Oid) -> Result<(), GitError> {
-        self.push_branch(&self.branch, new, Some(old))
+        self.push_branch(&self.repo, &self.branch, new, Some(old))
     }
 
     /// [`Ops::push`] to the archive branch ([`Ops::archive_branch`]);
     /// `old` `None`: create it (a branch there already is a lost race).
     pub fn push_archive(&self, new: Oid, old: Option<Oid>) -> Result<(), GitError> {
-        self.push_branch(&self.archive_branch(), new, old)
+        self.push_branch(&self.archive, &self.archive_branch(), new, old)
     }
 
-    fn push_branch(&self, branch: &str, new: Oid, old: Option<Oid>) -> Result<(), GitError> {
+    /// Push `new` from the clone `repo` to `branch`.
+    fn push_branch(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        new: Oid,
+        old: Option<Oid>,
+    ) -> Result<(), GitError> {
         match &self.url.local {
-            Some(path) => self.push_local(path, branch, new, old)?,
-            None => self.push_remote(branch, new, old)?,
+            Some(path) => self.push_local(repo, path, branch, new, old)?,
+            None => self.push_remote(repo, branch, new, old)?,
         }
-        self.repo
-            .reference(&tracking_ref(branch), new, true, "vault-dispatch: pushed")
+        repo.reference(&tracking_ref(branch), new, true, "vault-dispatch: pushed")
             .map_err(GitError::git("cannot update the tracking ref after a push"))?;
         Ok(())
     }
 
-    fn push_remote(&self, branch: &str, new: Oid, old: Option<Oid>) -> Result<(), GitError> {
+    fn push_remote(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        new: Oid,
+        old: Option<Oid>,
+    ) -> Result<(), GitError> {
         let push_ref = "refs/vault-dispatch/push";
         let dst = head_ref(branch);
         let old = old.unwrap_or(Oid::ZERO_SHA1);
-        self.repo
-            .reference(push_ref, new, true, "vault-dispatch: to push")
+        repo.reference(push_ref, new, true, "vault-dispatch: to push")
             .map_err(GitError::git("cannot create the push ref"))?;
         let moved = Cell::new(false);
         let rejected: RefCell<Option<(String, String)>> = RefCell::new(None);
@@ -69,16 +80,12 @@ impl Ops {
             });
             let mut po = PushOptions::new();
             po.remote_callbacks(cb);
-            let mut remote = self
-                .repo
+            let mut remote = repo
                 .remote_anonymous(self.url.as_git())
                 .map_err(|e| self.classify(e))?;
             remote.push(&[format!("{push_ref}:{dst}")], Some(&mut po))
         };
-        let _ = self
-            .repo
-            .find_reference(push_ref)
-            .and_then(|mut r| r.delete());
+        let _ = repo.find_reference(push_ref).and_then(|mut r| r.delete());
         if moved.get() {
             return Err(GitError::NonFastForward);
         }
@@ -101,6 +108,7 @@ impl Ops {
 
     fn push_local(
         &self,
+        repo: &Repository,
         path: &Path,
         branch: &str,
         new: Oid,
@@ -125,15 +133,13 @@ impl Ops {
         if current != old {
             return Err(GitError::NonFastForward);
         }
-        let mut walk = self
-            .repo
+        let mut walk = repo
             .revwalk()
             .map_err(GitError::git("cannot walk the new commits"))?;
         walk.push(new)
             .and_then(|()| old.map_or(Ok(()), |o| walk.hide(o)))
             .map_err(GitError::git("cannot walk the new commits"))?;
-        let mut pack = self
-            .repo
+        let mut pack = repo
             .packbuilder()
             .map_err(GitError::git("cannot pack the new commits"))?;
         pack.insert_walk(&mut walk)

@@ -130,7 +130,7 @@ pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::
         let base = ops.fetch()?;
         let tip = Tip::read(repo, base)?;
         let archive_tip = ops.archive_tip();
-        let archive = Archive::read(repo, archive_tip)?;
+        let archive = Archive::read(ops.archive_repo(), archive_tip)?;
         let mut believe = |name: &str, blob: Oid| signing.believes(repo, base, name, blob);
         let due = due(repo, &tip, &archive, keep_ms, &mut believe);
         if due.ids.is_empty() {
@@ -141,14 +141,21 @@ pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::
         let held = if due.add.is_empty() {
             archive_tip
         } else {
-            let tree = archive.tree_adding(repo, &due.add)?;
+            let tree = archive.tree_adding(&due.add)?;
             let parents: Vec<&git2::Commit<'_>> = archive.commit.iter().collect();
             let message = format!(
                 "vault: archive {} finished action(s) from {}\n\n{list}",
                 due.ids.len(),
                 ops.branch()
             );
-            let commit = commit_tree(repo, me, &message, &tree, &parents, signing.key.as_ref())?;
+            let commit = commit_tree(
+                ops.archive_repo(),
+                me,
+                &message,
+                &tree,
+                &parents,
+                signing.key.as_ref(),
+            )?;
             match ops.push_archive(commit, archive_tip) {
                 Ok(()) => Some(commit),
                 Err(e @ GitError::NonFastForward) => {

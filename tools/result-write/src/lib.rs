@@ -417,7 +417,7 @@ fn deliver(
         }
         let base = ops.fetch()?;
         let tip = Tip::read(repo, base)?;
-        let archive = Archive::read(repo, ops.archive_tip())?;
+        let archive = Archive::read(ops.archive_repo(), ops.archive_tip())?;
         let mut believe = |name: &str, blob: Oid| trust.believes(repo, base, name, blob);
         let (outcomes, writes) = decide(repo, &tip, &archive, me, items, &mut believe);
         if writes.is_empty() {
@@ -502,10 +502,10 @@ fn read_existing(repo: &Repository, entry: &git2::TreeEntry<'_>) -> Existing {
 }
 
 /// The archived result of `r`'s id, if the archive holds one.
-fn archived_result(repo: &Repository, archive: &Archive<'_>, r: &ActionResult) -> Option<Existing> {
+fn archived_result(archive: &Archive<'_>, r: &ActionResult) -> Option<Existing> {
     let name = r.id.result_file_name();
     match archive.get(r.id.as_str(), &name) {
-        Ok(Some(entry)) => Some(read_existing(repo, &entry)),
+        Ok(Some(entry)) => Some(read_existing(archive.repo(), &entry)),
         Ok(None) => None,
         Err(e) => Some(Existing::Unreadable(e.to_string(), git2::Oid::ZERO_SHA1)),
     }
@@ -534,7 +534,7 @@ fn decide(
             ),
             None => existing(repo, tip.actions.as_ref(), &name),
         };
-        if let (Existing::None, Some(old)) = (&current, archived_result(repo, archive, r)) {
+        if let (Existing::None, Some(old)) = (&current, archived_result(archive, r)) {
             let same = matches!(&old, Existing::Result(_, bytes, _) if *bytes == item.bytes);
             if same {
                 outcomes.push(Outcome::Already);

@@ -118,7 +118,7 @@ pub fn scan_to(cli: &cli::Cli, out: &mut impl std::io::Write) -> anyhow::Result<
     walked.gone.extend(newer.gone);
     // Archive pushes come before the watched branch lets go of the files:
     // the archive as fetched now holds what was moved.
-    let archive = Archive::read(repo, ops.archive_tip())?;
+    let archive = Archive::read(ops.archive_repo(), ops.archive_tip())?;
     for g in std::mem::take(&mut walked.gone) {
         if !g.archived(&archive) {
             report(TOOL, g.message);
