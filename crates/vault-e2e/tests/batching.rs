@@ -32,7 +32,7 @@ fn results_waiting_for_the_lock_land_together_in_one_commit() {
         c
     };
     // A first call makes the cache clone and its lock file.
-    let out = vault_testkit::run(&mut tool().arg("--flush"), b"");
+    let out = vault_testkit::run(tool().arg("--flush"), b"");
     out.success();
     let lock = std::fs::read_dir(cache.path().join("repos"))
         .unwrap()
