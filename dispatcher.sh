@@ -69,6 +69,8 @@ case "${1:-}" in
         p=$(find_tool "$t")
         printf '  %-13s %s\n' "$t" "${p:-missing}"
     done
+    p=$(find_tool vault-status)
+    printf '  %-13s %s\n' vault-status "${p:-missing} (needed with VAULT_METRICS_FILE)"
     p=$(command -v flock 2>/dev/null || :)
     printf '  %-13s %s\n' flock "${p:-missing (util-linux)}"
     if [ -n "${VAULT_CACHE:-}" ]; then
@@ -100,6 +102,12 @@ for t in $tools; do
     result-write) result_write=$p ;;
     esac
 done
+# vault-status only for the metrics file (stuck and pending counts).
+vault_status=
+if [ -n "${VAULT_METRICS_FILE:-}" ]; then
+    vault_status=$(find_tool vault-status)
+    [ -n "$vault_status" ] || missing=${missing:+$missing, }vault-status
+fi
 command -v flock >/dev/null 2>&1 || missing=${missing:+$missing, }flock
 if [ -n "$missing" ]; then
     say "cannot run: not found: $missing (looked in $(tool_source); put the tools in a folder of PATH, e.g. /usr/local/bin, or set VAULT_BIN_DIR; flock is in util-linux)"
@@ -149,7 +157,10 @@ dispatch() {
     fi
     case $rc in
     0) ;;
-    3) return 0 ;; # another dispatcher claimed it first: theirs to run
+    3) # another dispatcher claimed it first: theirs to run
+        echo race >>"$work/$$.events"
+        return 0
+        ;;
     *) return "$rc" ;;
     esac
     # secret-mount and run-action print a result line whatever the outcome
@@ -161,6 +172,13 @@ dispatch() {
     fi
     rc=0
     "$result_write" <"$tag.result" >"$tag.recorded" || rc=$?
+    # For the metrics: this action's recorded status and run time (another
+    # worker's result that this call delivered is counted by that worker).
+    if grep -q "^{\"id\":\"$id\"," "$tag.recorded"; then
+        st=$(sed -n 's/.*"status":"\([a-z_]*\)".*/\1/p' "$tag.result" | head -n 1)
+        ms=$(sed -n 's/.*"duration_ms":\([0-9]*\).*/\1/p' "$tag.result" | head -n 1)
+        echo "final ${st:-unknown} ${ms:--}" >>"$work/$$.events"
+    fi
     # Only a durably recorded result frees its container.
     rm_recorded "$tag.recorded"
     rm -f "$tag.result" "$tag.recorded"
@@ -182,6 +200,7 @@ cycle() {
     # can go once they land.
     "$result_write" --flush >"$work/flushed" || status=$?
     rm_recorded "$work/flushed"
+    sed -n 's/.*"status":"\([a-z_]*\)".*/final \1 -/p' "$work/flushed" >>"$work/$$.events"
     # Finished actions move to the archive branch every
     # VAULT_ARCHIVE_EVERY_S seconds (a failure waits for the next turn).
     if archive_due; then
@@ -240,9 +259,94 @@ pool() {
     exec 8>&-
 }
 
+# metrics STATUS START: after a cycle that ended with STATUS and began at
+# START (nanoseconds), fold its events into the counters kept in
+# $work/metrics.state and replace VAULT_METRICS_FILE (Prometheus text format,
+# node_exporter's textfile collector) at once (rename). Off when unset.
+metrics() {
+    rm_events=$work/$$.events
+    if [ -z "${VAULT_METRICS_FILE:-}" ]; then
+        rm -f "$rm_events"
+        return 0
+    fi
+    end=$(now_ns)
+    counts=$("$vault_status" --cached --json --status pending,stuck 2>/dev/null |
+        sed -n 's/.*"status":"\(pending\|stuck\)".*/\1/p' | sort | uniq -c) || :
+    pending=$(printf '%s\n' "$counts" | awk '$2 == "pending" { print $1 }')
+    stuck=$(printf '%s\n' "$counts" | awk '$2 == "stuck" { print $1 }')
+    spool=$(find "$cache/spool" -mindepth 2 -maxdepth 2 -type f -name '*.json' 2>/dev/null | wc -l)
+    touch "$work/metrics.state" "$rm_events"
+    if awk -v status="$1" -v start="$2" -v end="$end" -v pending="${pending:-0}" \
+        -v stuck="${stuck:-0}" -v spool="$spool" -v state="$work/metrics.state.new" '
+        FILENAME == ARGV[1] { v[$1] = $2; next }
+        $1 == "race" { v["races"]++ }
+        $1 == "final" {
+            v["final_" $2]++
+            if ($3 != "-") {
+                s = $3 / 1000; v["dur_sum"] += s; v["dur_count"]++
+                for (i = 1; i <= nb; i++) if (s <= b[i]) v["dur_le_" b[i]]++
+            }
+        }
+        BEGIN { nb = split("1 5 30 120 600 3600", b, " ") }
+        END {
+            v[status == 0 ? "cycles_ok" : "cycles_failed"]++
+            if (status == 0) v["last_success"] = int(end / 1e9)
+            for (k in v) print k, v[k] > state
+            n = split("succeeded failed timed_out rejected error abandoned", st, " ")
+            p = "vault_dispatch_"
+            print "# HELP " p "last_success_timestamp_seconds When a cycle last ended with status 0 (alert when it is old)."
+            print "# TYPE " p "last_success_timestamp_seconds gauge"
+            print p "last_success_timestamp_seconds " (v["last_success"] + 0)
+            print "# HELP " p "cycle_duration_seconds How long the last cycle took."
+            print "# TYPE " p "cycle_duration_seconds gauge"
+            printf "%s %.3f\n", p "cycle_duration_seconds", (end - start) / 1e9
+            print "# HELP " p "cycles_total Cycles run, by outcome."
+            print "# TYPE " p "cycles_total counter"
+            print p "cycles_total{outcome=\"ok\"} " (v["cycles_ok"] + 0)
+            print p "cycles_total{outcome=\"failed\"} " (v["cycles_failed"] + 0)
+            print "# HELP " p "actions_total Results recorded, by final status."
+            print "# TYPE " p "actions_total counter"
+            for (i = 1; i <= n; i++) print p "actions_total{status=\"" st[i] "\"} " (v["final_" st[i]] + 0)
+            print "# HELP " p "action_duration_seconds Run time of the actions whose result this dispatcher recorded."
+            print "# TYPE " p "action_duration_seconds histogram"
+            for (i = 1; i <= nb; i++) print p "action_duration_seconds_bucket{le=\"" b[i] "\"} " (v["dur_le_" b[i]] + 0)
+            print p "action_duration_seconds_bucket{le=\"+Inf\"} " (v["dur_count"] + 0)
+            printf "%s %.3f\n", p "action_duration_seconds_sum", v["dur_sum"] + 0
+            print p "action_duration_seconds_count " (v["dur_count"] + 0)
+            print "# HELP " p "pending_actions Actions landed and not yet claimed, after the last cycle."
+            print "# TYPE " p "pending_actions gauge"
+            print p "pending_actions " pending
+            print "# HELP " p "stuck_actions Claims past their timeout, grace and margin (see vault-status)."
+            print "# TYPE " p "stuck_actions gauge"
+            print p "stuck_actions " stuck
+            print "# HELP " p "spool_results Final results waiting in the spool for the remote."
+            print "# TYPE " p "spool_results gauge"
+            print p "spool_results " spool
+            print "# HELP " p "claim_races_lost_total Claims another dispatcher made first."
+            print "# TYPE " p "claim_races_lost_total counter"
+            print p "claim_races_lost_total " (v["races"] + 0)
+        }' "$work/metrics.state" "$rm_events" >"$VAULT_METRICS_FILE.tmp.$$"; then
+        mv "$work/metrics.state.new" "$work/metrics.state"
+        mv "$VAULT_METRICS_FILE.tmp.$$" "$VAULT_METRICS_FILE"
+    else
+        say "cannot write the metrics file $VAULT_METRICS_FILE"
+    fi
+    rm -f "$rm_events" "$VAULT_METRICS_FILE.tmp.$$"
+}
+
+# now_ns: nanoseconds since the epoch (whole seconds where date has no %N).
+now_ns() {
+    t=$(date +%s%N)
+    case $t in *[!0-9]*) t=$(($(date +%s) * 1000000000)) ;; esac
+    echo "$t"
+}
+
 if [ "$once" = 1 ]; then
-    cycle
-    exit $?
+    cycle_start=$(now_ns)
+    cycle_rc=0
+    cycle || cycle_rc=$?
+    metrics "$cycle_rc" "$cycle_start"
+    exit "$cycle_rc"
 fi
 # SIGUSR1 starts the next cycle at once (e.g. from a webhook receiver:
 # `systemctl kill --kill-whom=main -s USR1 vault-dispatch`: to this shell
@@ -251,7 +355,11 @@ woken=0
 trap 'woken=1' USR1
 while :; do
     woken=0
-    cycle || say "cycle ended with status $? (continuing)"
+    cycle_start=$(now_ns)
+    cycle_rc=0
+    cycle || cycle_rc=$?
+    [ "$cycle_rc" = 0 ] || say "cycle ended with status $cycle_rc (continuing)"
+    metrics "$cycle_rc" "$cycle_start"
     # A wake during the cycle is not lost: no sleep then.
     [ "$woken" = 1 ] && continue
     sleep "${VAULT_INTERVAL:-2}" &

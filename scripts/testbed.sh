@@ -34,6 +34,9 @@ install_packages() {
     # The https tests: a self-signed certificate and a TLS git server.
     command -v openssl >/dev/null || missing+=(openssl)
     command -v python3 >/dev/null || missing+=(python3)
+    # The metrics test parses the textfile with Prometheus' own Python parser
+    # (Debian's, under /usr/bin/python3: a python3 earlier on PATH may lack it).
+    /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing+=(python3-prometheus-client)
     # The ssh tests run their own sshd on 127.0.0.1.
     [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
     # The compose deployment test: docker-compose 1.29 and the base image

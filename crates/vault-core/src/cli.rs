@@ -76,6 +76,34 @@ pub struct AdmitArgs {
     pub policy: Option<PathBuf>,
 }
 
+/// When a claim counts as stuck (see [`crate::stuck`]).
+#[derive(Debug, Clone, Args)]
+pub struct StuckArgs {
+    /// Timeout of an action that sets none, in seconds (as run-action's)
+    #[arg(long, env = "VAULT_TIMEOUT_S", value_name = "SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_s: u64,
+    /// Seconds between SIGTERM and SIGKILL at the timeout (as run-action's)
+    #[arg(long, env = "VAULT_GRACE_S", value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub grace_s: u64,
+    /// A claim is stuck this many seconds after its action's timeout and
+    /// grace have run out
+    #[arg(long, env = "VAULT_STUCK_MARGIN_S", value_name = "SECONDS",
+          default_value_t = crate::stuck::DEFAULT_MARGIN_S)]
+    pub stuck_margin_s: u64,
+}
+
+impl StuckArgs {
+    pub fn rule(&self) -> crate::stuck::StuckRule {
+        crate::stuck::StuckRule {
+            timeout_s: self.timeout_s,
+            grace_s: self.grace_s,
+            margin_s: self.stuck_margin_s,
+        }
+    }
+}
+
 fn set(p: &Option<PathBuf>) -> Option<PathBuf> {
     p.clone().filter(|p| !p.as_os_str().is_empty())
 }

@@ -26,6 +26,7 @@ pub mod result;
 pub mod scan;
 pub mod secret_policy;
 pub mod settings;
+pub mod stuck;
 pub mod time;
 
 pub use action::{Action, ActionError, Network, Resources};

@@ -36,6 +36,25 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub tries: u32,
 
+    /// Settle a stuck claim: record a final `abandoned` result over the
+    /// `running` claim of ID (refused unless it is stuck, or with --force;
+    /// always refused when this host's ledger says its container may still
+    /// run). Stdin is not read
+    #[arg(long, value_name = "ID", value_parser = parse_id,
+          conflicts_with_all = ["claim", "flush", "archive"], requires = "reason")]
+    pub abandon: Option<vault_core::ActionId>,
+
+    /// With --abandon: why (recorded in the result's `error`)
+    #[arg(long, value_name = "TEXT", requires = "abandon")]
+    pub reason: Option<String>,
+
+    /// With --abandon: settle a claim that is not stuck yet
+    #[arg(long, requires = "abandon")]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub stuck: vault_core::cli::StuckArgs,
+
     /// Move finished actions out of vault/actions onto the archive branch
     /// vault-archive/<branch> (stdin is not read; nothing printed)
     #[arg(long, conflicts_with_all = ["claim", "flush"])]
@@ -55,4 +74,8 @@ pub struct Cli {
 
     #[command(flatten)]
     pub trust: vault_core::cli::TrustArgs,
+}
+
+fn parse_id(s: &str) -> Result<vault_core::ActionId, String> {
+    vault_core::ActionId::parse(s).map_err(|e| e.to_string())
 }

@@ -54,6 +54,7 @@
 //! existing result; 4 remote unreachable. When several apply: 1, then 4,
 //! then 3.
 
+mod abandon;
 mod archive;
 pub mod cli;
 pub mod spool;
@@ -70,7 +71,7 @@ use vault_core::{jsonl, report, ActionResult, Exit, ScanLine, Status};
 use vault_git::sig::{AllowedSigners, SigningKey};
 use vault_git::{Archive, GitError, Ops, Tip};
 
-const TOOL: &str = "result-write";
+pub(crate) const TOOL: &str = "result-write";
 
 /// One result to record, and where it is spooled (finals only).
 struct Item {
@@ -150,10 +151,10 @@ impl Signing {
 
 /// The stdout line.
 #[derive(Serialize)]
-struct Recorded<'a> {
-    id: &'a str,
-    status: Status,
-    commit: String,
+pub(crate) struct Recorded<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) status: Status,
+    pub(crate) commit: String,
 }
 
 #[derive(Default)]
@@ -248,6 +249,11 @@ pub fn record(
     let cfg = cli.repo.config()?;
     let me = String::from(cfg.dispatcher.clone());
     let signing = Signing::load(cli)?;
+    if let Some(id) = &cli.abandon {
+        abandon::refuse_if_started(&cfg.cache, id)?;
+        let ops = Ops::from_config(&cfg)?;
+        return abandon::run(cli, &ops, &me, &signing, id, out);
+    }
     if cli.archive {
         let ops = Ops::from_config(&cfg)?;
         archive::run(cli, &ops, &me, &signing)?;
