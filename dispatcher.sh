@@ -148,11 +148,16 @@ dispatch() {
     line=$1
     tag=$work/$$.$2
     rc=0
-    # Claimed by the cycle's batch already (result-write printed it): no
-    # second claim. Otherwise (not claimed there, an error line) claim it
-    # alone: someone else's claim is exit 3.
+    # Claimed by the cycle's batch already (result-write printed it) and
+    # among the first VAULT_PARALLEL lines, which start at once: no second
+    # claim. Otherwise (not claimed there, an error line, or a line that
+    # waited in the queue) claim it again: our own claim still there is
+    # "already" (no push); someone else's claim, or a result (an operator
+    # may have settled a queued claim with result-write --abandon), is exit 3
+    # and it does not start.
     id=$(printf '%s\n' "$line" | sed -n 's/^{"schema":[0-9]*,"id":"\([A-Za-z0-9._-]*\)".*/\1/p')
-    if [ -z "$id" ] || ! grep -qF "{\"id\":\"$id\",\"status\":\"running\"" "$work/$$.claimed"; then
+    if [ -z "$id" ] || [ "$2" -gt "$parallel" ] ||
+        ! grep -qF "{\"id\":\"$id\",\"status\":\"running\"" "$work/$$.claimed"; then
         printf '%s\n' "$line" | "$result_write" --claim >/dev/null || rc=$?
     fi
     case $rc in
@@ -205,7 +210,12 @@ cycle() {
     # VAULT_ARCHIVE_EVERY_S seconds (a failure waits for the next turn).
     if archive_due; then
         date +%s >"$work/archived-at"
-        "$result_write" --archive || say "archiving stopped with status $? (next try in ${VAULT_ARCHIVE_EVERY_S:-3600} s)"
+        if "$result_write" --archive >"$work/archived"; then
+            # More than one call's cap was due: the next cycle goes on.
+            ! grep -q '"more":true' "$work/archived" || rm -f "$work/archived-at"
+        else
+            say "archiving stopped with status $? (next try in ${VAULT_ARCHIVE_EVERY_S:-3600} s)"
+        fi
     fi
     "$vault_scan" >"$work/scan" || return $?
     [ -s "$work/scan" ] || return "$status"
@@ -219,8 +229,10 @@ cycle() {
     if [ "$parallel" -gt 1 ]; then
         pool "$parallel" <"$work/scan"
     else
+        n=0
         while IFS= read -r line; do
-            dispatch "$line" 1 || status=$?
+            n=$((n + 1))
+            dispatch "$line" "$n" || status=$?
         done <"$work/scan"
     fi
     for f in "$work/$$".*.failed; do
@@ -270,14 +282,19 @@ metrics() {
         return 0
     fi
     end=$(now_ns)
-    counts=$("$vault_status" --cached --json --status pending,stuck 2>/dev/null |
-        sed -n 's/.*"status":"\(pending\|stuck\)".*/\1/p' | sort | uniq -c) || :
-    pending=$(printf '%s\n' "$counts" | awk '$2 == "pending" { print $1 }')
-    stuck=$(printf '%s\n' "$counts" | awk '$2 == "stuck" { print $1 }')
+    # The pending and stuck gauges are left out when vault-status fails (an
+    # absent series can be alerted on; a 0 would hide the trouble).
+    pending=- stuck=-
+    if "$vault_status" --cached --json --status pending,stuck >"$work/status" 2>"$work/status.err"; then
+        pending=$(grep -c '"status":"pending"' "$work/status" || :)
+        stuck=$(grep -c '"status":"stuck"' "$work/status" || :)
+    else
+        say "metrics: vault-status failed, pending and stuck left out: $(head -n 1 "$work/status.err")"
+    fi
     spool=$(find "$cache/spool" -mindepth 2 -maxdepth 2 -type f -name '*.json' 2>/dev/null | wc -l)
     touch "$work/metrics.state" "$rm_events"
-    if awk -v status="$1" -v start="$2" -v end="$end" -v pending="${pending:-0}" \
-        -v stuck="${stuck:-0}" -v spool="$spool" -v state="$work/metrics.state.new" '
+    if awk -v status="$1" -v start="$2" -v end="$end" -v pending="$pending" \
+        -v stuck="$stuck" -v spool="$spool" -v state="$work/metrics.state.new" '
         FILENAME == ARGV[1] { v[$1] = $2; next }
         $1 == "race" { v["races"]++ }
         $1 == "final" {
@@ -291,47 +308,50 @@ metrics() {
         END {
             v[status == 0 ? "cycles_ok" : "cycles_failed"]++
             if (status == 0) v["last_success"] = int(end / 1e9)
-            for (k in v) print k, v[k] > state
+            # %.17g keeps a double exactly (print would round to 6 digits)
+            for (k in v) printf "%s %.17g\n", k, v[k] > state
             n = split("succeeded failed timed_out rejected error abandoned", st, " ")
             p = "vault_dispatch_"
             print "# HELP " p "last_success_timestamp_seconds When a cycle last ended with status 0 (alert when it is old)."
             print "# TYPE " p "last_success_timestamp_seconds gauge"
-            print p "last_success_timestamp_seconds " (v["last_success"] + 0)
+            printf "%slast_success_timestamp_seconds %.0f\n", p, v["last_success"]
             print "# HELP " p "cycle_duration_seconds How long the last cycle took."
             print "# TYPE " p "cycle_duration_seconds gauge"
             printf "%s %.3f\n", p "cycle_duration_seconds", (end - start) / 1e9
             print "# HELP " p "cycles_total Cycles run, by outcome."
             print "# TYPE " p "cycles_total counter"
-            print p "cycles_total{outcome=\"ok\"} " (v["cycles_ok"] + 0)
-            print p "cycles_total{outcome=\"failed\"} " (v["cycles_failed"] + 0)
+            printf "%scycles_total{outcome=\"ok\"} %.0f\n", p, v["cycles_ok"]
+            printf "%scycles_total{outcome=\"failed\"} %.0f\n", p, v["cycles_failed"]
             print "# HELP " p "actions_total Results recorded, by final status."
             print "# TYPE " p "actions_total counter"
-            for (i = 1; i <= n; i++) print p "actions_total{status=\"" st[i] "\"} " (v["final_" st[i]] + 0)
+            for (i = 1; i <= n; i++) printf "%sactions_total{status=\"%s\"} %.0f\n", p, st[i], v["final_" st[i]]
             print "# HELP " p "action_duration_seconds Run time of the actions whose result this dispatcher recorded."
             print "# TYPE " p "action_duration_seconds histogram"
-            for (i = 1; i <= nb; i++) print p "action_duration_seconds_bucket{le=\"" b[i] "\"} " (v["dur_le_" b[i]] + 0)
-            print p "action_duration_seconds_bucket{le=\"+Inf\"} " (v["dur_count"] + 0)
+            for (i = 1; i <= nb; i++) printf "%saction_duration_seconds_bucket{le=\"%s\"} %.0f\n", p, b[i], v["dur_le_" b[i]]
+            printf "%saction_duration_seconds_bucket{le=\"+Inf\"} %.0f\n", p, v["dur_count"]
             printf "%s %.3f\n", p "action_duration_seconds_sum", v["dur_sum"] + 0
-            print p "action_duration_seconds_count " (v["dur_count"] + 0)
-            print "# HELP " p "pending_actions Actions landed and not yet claimed, after the last cycle."
-            print "# TYPE " p "pending_actions gauge"
-            print p "pending_actions " pending
-            print "# HELP " p "stuck_actions Claims past their timeout, grace and margin (see vault-status)."
-            print "# TYPE " p "stuck_actions gauge"
-            print p "stuck_actions " stuck
+            printf "%saction_duration_seconds_count %.0f\n", p, v["dur_count"]
+            if (pending != "-") {
+                print "# HELP " p "pending_actions Actions landed and not yet claimed, after the last cycle."
+                print "# TYPE " p "pending_actions gauge"
+                print p "pending_actions " pending
+                print "# HELP " p "stuck_actions Claims past their timeout, grace and margin (see vault-status)."
+                print "# TYPE " p "stuck_actions gauge"
+                print p "stuck_actions " stuck
+            }
             print "# HELP " p "spool_results Final results waiting in the spool for the remote."
             print "# TYPE " p "spool_results gauge"
             print p "spool_results " spool
             print "# HELP " p "claim_races_lost_total Claims another dispatcher made first."
             print "# TYPE " p "claim_races_lost_total counter"
-            print p "claim_races_lost_total " (v["races"] + 0)
+            printf "%sclaim_races_lost_total %.0f\n", p, v["races"]
         }' "$work/metrics.state" "$rm_events" >"$VAULT_METRICS_FILE.tmp.$$"; then
         mv "$work/metrics.state.new" "$work/metrics.state"
         mv "$VAULT_METRICS_FILE.tmp.$$" "$VAULT_METRICS_FILE"
     else
         say "cannot write the metrics file $VAULT_METRICS_FILE"
     fi
-    rm -f "$rm_events" "$VAULT_METRICS_FILE.tmp.$$"
+    rm -f "$rm_events" "$VAULT_METRICS_FILE.tmp.$$" "$work/status" "$work/status.err"
 }
 
 # now_ns: nanoseconds since the epoch (whole seconds where date has no %N).
@@ -345,7 +365,7 @@ if [ "$once" = 1 ]; then
     cycle_start=$(now_ns)
     cycle_rc=0
     cycle || cycle_rc=$?
-    metrics "$cycle_rc" "$cycle_start"
+    metrics "$cycle_rc" "$cycle_start" || say "metrics: not written (status $?)"
     exit "$cycle_rc"
 fi
 # SIGUSR1 starts the next cycle at once (e.g. from a webhook receiver:
@@ -359,7 +379,7 @@ while :; do
     cycle_rc=0
     cycle || cycle_rc=$?
     [ "$cycle_rc" = 0 ] || say "cycle ended with status $cycle_rc (continuing)"
-    metrics "$cycle_rc" "$cycle_start"
+    metrics "$cycle_rc" "$cycle_start" || say "metrics: not written (status $?)"
     # A wake during the cycle is not lost: no sleep then.
     [ "$woken" = 1 ] && continue
     sleep "${VAULT_INTERVAL:-2}" &

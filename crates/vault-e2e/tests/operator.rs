@@ -241,6 +241,35 @@ fn abandon_settles_a_stuck_claim_and_refuses_a_fresh_one_or_a_running_container(
     let out = finish(child, Duration::from_secs(120));
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(repo.result(&sleeper).unwrap()["status"], "succeeded");
+
+    // A claim queued on its host behind another action (one at a time),
+    // settled by an operator meanwhile: it is confirmed before it would
+    // start, and does not start.
+    let (first, queued) = (unique("ab-first"), unique("ab-queued"));
+    repo.land_actions(&[
+        (first.as_str(), with_timeout(&first, "sleep 5", 60)),
+        (queued.as_str(), action(&queued, &[], "echo queued")),
+    ]);
+    let since = now_s();
+    let child = site.spawn();
+    wait_until("the first container runs", Duration::from_secs(60), || {
+        container_state(&first).as_deref() == Some("running")
+    });
+    assert_eq!(
+        repo.result(&queued).unwrap()["status"],
+        "running",
+        "claimed in the cycle's batch"
+    );
+    abandon(&queued, &["--reason", "not wanted after all", "--force"]).success();
+    let out = finish(child, Duration::from_secs(120));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(repo.result(&first).unwrap()["status"], "succeeded");
+    assert_eq!(repo.result(&queued).unwrap()["status"], "abandoned");
+    assert_eq!(
+        creates(&queued, since),
+        0,
+        "a settled queued claim never starts"
+    );
 }
 
 /// The metrics file as Prometheus' Python parser reads it: sample (name

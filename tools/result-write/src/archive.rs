@@ -117,8 +117,17 @@ fn due(
     due
 }
 
-/// Archive what is due; returns how many ids moved.
-pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::Result<usize> {
+/// What one call did: the stdout line.
+#[derive(serde::Serialize)]
+pub(crate) struct Moved {
+    /// Ids moved.
+    pub archived: usize,
+    /// The cap was reached: more may be due (call again soon).
+    pub more: bool,
+}
+
+/// Archive what is due.
+pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::Result<Moved> {
     let repo = ops.repo();
     let keep_ms = cli.archive_after_s.saturating_mul(1000);
     let branch = ops.archive_branch();
@@ -134,7 +143,10 @@ pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::
         let mut believe = |name: &str, blob: Oid| signing.believes(repo, base, name, blob);
         let due = due(repo, &tip, &archive, keep_ms, &mut believe);
         if due.ids.is_empty() {
-            return Ok(0);
+            return Ok(Moved {
+                archived: 0,
+                more: false,
+            });
         }
         let list: String = due.ids.iter().map(|id| format!("{id}\n")).collect();
         // 1. The archive branch gets the files.
@@ -184,7 +196,12 @@ pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::
             signing.key.as_ref(),
         )?;
         match ops.push(commit, base) {
-            Ok(()) => return Ok(due.ids.len()),
+            Ok(()) => {
+                return Ok(Moved {
+                    archived: due.ids.len(),
+                    more: due.ids.len() >= MAX_IDS,
+                })
+            }
             Err(e @ GitError::NonFastForward) => last_err = Some(e),
             Err(e) => return Err(e.into()),
         }

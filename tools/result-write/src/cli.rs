@@ -56,7 +56,8 @@ pub struct Cli {
     pub stuck: vault_core::cli::StuckArgs,
 
     /// Move finished actions out of vault/actions onto the archive branch
-    /// vault-archive/<branch> (stdin is not read; nothing printed)
+    /// vault-archive/<branch> (stdin is not read); prints
+    /// {"archived":N,"more":BOOL}, more: call again, the cap of 1000 was hit
     #[arg(long, conflicts_with_all = ["claim", "flush"])]
     pub archive: bool,
 

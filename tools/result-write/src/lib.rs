@@ -14,7 +14,8 @@
 //! a burst of results lands in few commits.
 //!
 //! `--archive` (stdin not read) moves finished actions onto the archive
-//! branch instead (see the `archive` module).
+//! branch instead (see the `archive` module) and prints
+//! `{"archived":N,"more":false}` (`more`: the per-call cap was reached).
 //!
 //! Per result, against the file already on the branch:
 //!
@@ -82,7 +83,14 @@ struct Item {
     /// (secret-mount and run-action record it `abandoned`), so it may be
     /// claimed even though the id's result is archived.
     spent: bool,
+    /// Moved aside into `rejected/` when the server refuses the push: this
+    /// call's own results, and spooled ones left for 10 minutes (a call
+    /// still waiting for the lock moves its own).
+    refusable: bool,
 }
+
+/// How long a spooled file waits before any call may move it aside.
+const STALE_SPOOL: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Outcome {
@@ -256,7 +264,8 @@ pub fn record(
     }
     if cli.archive {
         let ops = Ops::from_config(&cfg)?;
-        archive::run(cli, &ops, &me, &signing)?;
+        let moved = archive::run(cli, &ops, &me, &signing)?;
+        jsonl::Writer::new(out).write(&moved)?;
         return Ok(Exit::Ok);
     }
     let mut tally = Tally::default();
@@ -285,6 +294,7 @@ pub fn record(
             result,
             spooled,
             spent,
+            refusable: true,
         });
     }
     let ops = Ops::from_config(&cfg)?;
@@ -296,6 +306,11 @@ pub fn record(
         if mine.iter().any(|i| i.spooled.as_ref() == Some(&path)) {
             continue;
         }
+        let stale = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age >= STALE_SPOOL);
         let parsed = std::fs::read(&path)
             .map_err(anyhow::Error::from)
             .and_then(|b| serde_json::from_slice::<ActionResult>(&b).map_err(Into::into));
@@ -305,6 +320,7 @@ pub fn record(
                 result,
                 spooled: Some(path),
                 spent: false,
+                refusable: stale,
             }),
             // Delivered (and removed) by another call since it was listed.
             Err(e)
@@ -386,15 +402,26 @@ pub fn record(
                     Some(GitError::Rejected { .. })
                 );
                 let mut kept = String::new();
-                if refused && spooled > 0 {
-                    for p in items.iter().filter_map(|i| i.spooled.as_ref()) {
+                let aside: Vec<&PathBuf> = items
+                    .iter()
+                    .filter(|i| i.refusable)
+                    .filter_map(|i| i.spooled.as_ref())
+                    .collect();
+                if refused && !aside.is_empty() {
+                    for p in &aside {
                         if let Err(m) = spool::reject(&spool_dir, p) {
                             report(TOOL, format!("cannot move {} aside: {m}", p.display()));
                         }
                     }
                     kept = format!(
-                        "; {spooled} result(s) kept in {}",
-                        spool_dir.join("rejected").display()
+                        "; {} result(s) kept in {}{}",
+                        aside.len(),
+                        spool_dir.join("rejected").display(),
+                        if aside.len() < spooled {
+                            "; the others stay spooled for the calls that wrote them"
+                        } else {
+                            ""
+                        }
                     );
                 } else if spooled > 0 {
                     kept = format!("; {spooled} result(s) stay spooled for the next call");

@@ -212,7 +212,8 @@ fn path_file_and_git_urls_agree_and_do_not_share_a_cache() {
                 .ends_with(".git")
         })
         .count();
-    assert_eq!(clones, 3);
+    // One clone of the watched branch and one of its archive branch each.
+    assert_eq!(clones, 6);
 }
 
 #[test]
