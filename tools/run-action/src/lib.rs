@@ -37,6 +37,7 @@ pub mod policy;
 
 use clap::Parser;
 use std::process::ExitCode;
+use vault_core::checkout::CheckoutConfig;
 use vault_core::jsonl::{self, Writer};
 use vault_core::ledger::LedgerError;
 use vault_core::{ActionId, ActionResult, DispatcherId, Exit, ScanLine, Status};
@@ -73,6 +74,10 @@ enum Failed {
     Write(std::io::Error),
     #[error("{0}")]
     Admission(vault_core::admit::AdmitError),
+    #[error("{0}")]
+    Checkout(vault_core::checkout::ConfigError),
+    #[error("sweep: {0}")]
+    Sweep(engine::RmError),
 }
 
 impl Failed {
@@ -83,7 +88,8 @@ impl Failed {
             Failed::Rm {
                 err: engine::RmError::Unreachable(_),
                 ..
-            } => Some(Exit::RetryLater),
+            }
+            | Failed::Sweep(engine::RmError::Unreachable(_)) => Some(Exit::RetryLater),
             _ => None,
         }
     }
@@ -98,12 +104,35 @@ fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
         .enable_all()
         .build()
         .map_err(Failed::Runtime)?;
-    if let Some(cli::Command::Rm { id }) = &cli.command {
-        let id = ActionId::parse(id).map_err(Failed::RmId)?;
-        return match runtime.block_on(engine::rm(&cache, &id)) {
-            Ok(()) => Ok(Exit::Ok),
-            Err(err) => Err(Failed::Rm { id, err }),
-        };
+    // A checkout config that cannot be used stops the tool before anything
+    // is read or run: it never runs as if unset.
+    let checkout = match cli.checkout_config.as_deref() {
+        Some(p) if !p.as_os_str().is_empty() => {
+            Some(CheckoutConfig::load(p).map_err(Failed::Checkout)?)
+        }
+        _ => None,
+    };
+    match &cli.command {
+        Some(cli::Command::Rm { id }) => {
+            let id = ActionId::parse(id).map_err(Failed::RmId)?;
+            return match runtime.block_on(engine::rm(&cache, &id)) {
+                Ok(()) => Ok(Exit::Ok),
+                Err(err) => Err(Failed::Rm { id, err }),
+            };
+        }
+        Some(cli::Command::Sweep) => {
+            let keep = checkout
+                .as_ref()
+                .map_or(vault_core::checkout::DEFAULT_KEEP_FAILED_S, |c| {
+                    c.keep_failed_s
+                });
+            let retention = std::time::Duration::from_secs(keep);
+            return match runtime.block_on(engine::sweep_workspaces(&cache, retention)) {
+                Ok(()) => Ok(Exit::Ok),
+                Err(err) => Err(Failed::Sweep(err)),
+            };
+        }
+        None => {}
     }
     let dispatcher = DispatcherId::or_host(cli.run.dispatcher_id.clone())
         .map_err(Failed::Dispatcher)?
@@ -118,6 +147,7 @@ fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
                 admission: &admission,
                 cache: &cache,
                 dispatcher: &dispatcher,
+                checkout: checkout.as_ref(),
             };
             match runtime.block_on(engine::execute(&scan, &ctx)) {
                 Ok(r) => r,

@@ -19,11 +19,13 @@ mod rm;
 mod run;
 mod spec;
 mod supervise;
+mod workspace;
 
 pub use docker::{connect, connect_engine, engine_of, inspect, is_ours, remove, Engine};
 pub use readback::{unapplied, Unapplied};
-pub use rm::{rm, RmError};
-pub use spec::{container_config, run_dir, ACTION_TARGET, SECRETS_TARGET};
+pub use rm::{rm, sweep_workspaces, RmError};
+pub use spec::{container_config, run_dir, Binds, ACTION_TARGET, SECRETS_TARGET};
+pub use workspace::{checkouts_dir, remove_recorded, sweep, workspace_dir};
 
 /// How long an unreachable daemon is waited for after the runner started,
 /// before the outcome is given up as unreadable.
@@ -52,6 +54,9 @@ pub struct Ctx<'a> {
     pub admission: &'a Admission,
     pub cache: &'a Path,
     pub dispatcher: &'a str,
+    /// The dispatcher's checkout configuration (`VAULT_CHECKOUT_CONFIG`);
+    /// without it an action with a `checkout` is refused.
+    pub checkout: Option<&'a vault_core::checkout::CheckoutConfig>,
 }
 
 /// Why an action ends without an outcome read from its container: what is
@@ -86,6 +91,11 @@ impl NotRun {
     /// `abandoned`: this id must not start (again).
     pub(super) fn abandoned(error: impl Into<String>) -> Self {
         NotRun::new(Status::Abandoned, error)
+    }
+
+    /// The reason recorded.
+    pub(super) fn why(&self) -> &str {
+        &self.error
     }
 
     pub(super) fn with_container(mut self, container: ContainerInfo) -> Self {

@@ -1,0 +1,312 @@
+//! An action's code checkout: admitted by the dispatcher's checkout config,
+//! fetched into `<cache>/checkouts/<id>/` before the start record is
+//! written, mounted at `checkout.path`, and after a successful run pushed
+//! (with `push`) from there.
+//!
+//! The fetch comes before the run ledger's start record on purpose: it
+//! reads from a remote and changes nothing outside this host, so it may be
+//! repeated; until the record is written the id is not spent, and a fetch
+//! that fails (a commit not in the repo, too big, unreachable) is recorded
+//! as never started, exactly like a missing image. The record still comes
+//! before the container is created (§8.1), and a resumed run finds its
+//! container's workspace where the container's mount points.
+
+use super::prepare::{load_secrets, masker_for};
+use super::spec::bind;
+use super::{Ctx, NotRun};
+use bollard::models::Mount;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vault_core::checkout::{Checkout, CheckoutConfig, CheckoutOutcome, Kept, Pushed, Refusal};
+use vault_core::{Action, ActionResult, Status};
+use vault_git::code::{self, CodeError, Limits, Workspace};
+use vault_git::{Credentials, RepoUrl};
+
+/// The marker of a workspace kept for inspection: holds the Unix time
+/// (seconds) after which a sweep may remove it.
+const KEPT: &str = "kept-until";
+
+/// `<cache>/checkouts`
+pub fn checkouts_dir(cache: &Path) -> PathBuf {
+    cache.join("checkouts")
+}
+
+/// `<cache>/checkouts/<id>`
+pub fn workspace_dir(cache: &Path, id: &str) -> PathBuf {
+    checkouts_dir(cache).join(id)
+}
+
+/// What the dispatcher allows: the repo's prefix (and its credentials),
+/// the push ref. A refusal is `rejected`.
+pub(super) fn admit<'c>(
+    c: &Checkout,
+    cfg: Option<&'c CheckoutConfig>,
+) -> Result<&'c vault_core::checkout::RepoRule, NotRun> {
+    let cfg = cfg.ok_or_else(|| NotRun::rejected(Refusal::NotConfigured))?;
+    let rule = cfg.repo_for(c).map_err(NotRun::rejected)?;
+    if c.push.is_some() && c.repo.starts_with("file://") {
+        return Err(NotRun::rejected(
+            "checkout.push to a file:// repository is not supported (serve it by git daemon, ssh or https)",
+        ));
+    }
+    Ok(rule)
+}
+
+fn connect(
+    c: &Checkout,
+    cfg: Option<&CheckoutConfig>,
+) -> Result<(RepoUrl, Credentials, Limits), NotRun> {
+    let rule = admit(c, cfg)?;
+    let cfg = cfg.ok_or_else(|| NotRun::rejected(Refusal::NotConfigured))?;
+    let url =
+        RepoUrl::parse(&c.repo).map_err(|e| NotRun::rejected(format!("checkout.repo: {e}")))?;
+    let creds = Credentials::load(rule.ssh_key.as_deref(), rule.token_file.as_deref())
+        .map_err(|e| NotRun::error(format!("checkout: the credential for {}: {e}", c.repo)))?;
+    let limits = Limits {
+        max_bytes: cfg.max_bytes,
+        timeout: Duration::from_secs(cfg.fetch_timeout_s),
+    };
+    Ok((url, creds, limits))
+}
+
+fn pinned(c: &Checkout) -> Result<git2::Oid, NotRun> {
+    git2::Oid::from_str(&c.commit)
+        .map_err(|e| NotRun::rejected(format!("checkout.commit {:?}: {e}", c.commit)))
+}
+
+/// Fetch the action's commit into a fresh workspace and hand it to the
+/// runner (owned by it when writable). Returns the mount for the container.
+pub(super) fn prepare(action: &Action, c: &Checkout, ctx: &Ctx<'_>) -> Result<Mount, NotRun> {
+    let (url, creds, limits) = connect(c, ctx.checkout)?;
+    let dir = workspace_dir(ctx.cache, action.id.as_str());
+    let ws = Workspace::fetch(&dir, &url, &creds, pinned(c)?, limits).map_err(|e| {
+        let why = format!("checkout of {} at {}: {e}", url.display(), c.commit);
+        if e.is_refusal() {
+            NotRun::rejected(why)
+        } else {
+            NotRun::error(why)
+        }
+    })?;
+    let user = ctx.config.runner_user;
+    let owner = c.writable.then_some((user.uid, user.gid));
+    if let Err(e) = ws.hand_over(owner) {
+        let _ = code::remove(&dir);
+        return Err(NotRun::error(format!(
+            "checkout: {e}; refusing to run with a workspace the runner cannot use as asked"
+        )));
+    }
+    let mut m = bind(&ws.work_dir(), &c.path);
+    m.read_only = Some(!c.writable);
+    Ok(m)
+}
+
+/// Remove the workspace of an action that did not start.
+pub(super) fn discard(cache: &Path, id: &str) {
+    let dir = workspace_dir(cache, id);
+    if let Err(e) = code::remove(&dir) {
+        vault_core::report(
+            "run-action",
+            format_args!("{id}: warning: cannot remove {}: {e}", dir.display()),
+        );
+    }
+}
+
+/// After the container's outcome is read: record the checkout in the
+/// result, and after a successful run push what the workspace holds. A
+/// push that fails makes the result `failed` and keeps the workspace until
+/// the retention ends; a workspace holding a secret value is never pushed
+/// or kept.
+pub(super) fn conclude(r: &mut ActionResult, action: &Action, c: &Checkout, ctx: &Ctx<'_>) {
+    r.checkout = Some(CheckoutOutcome {
+        repo: c.repo.clone(),
+        commit: c.commit.clone(),
+        pushed: None,
+        kept: None,
+    });
+    let Some(push) = &c.push else { return };
+    if r.status != Status::Succeeded {
+        return;
+    }
+    let dir = workspace_dir(ctx.cache, action.id.as_str());
+    let fail = |r: &mut ActionResult, why: String| {
+        vault_core::report("run-action", format_args!("{}: failed: {why}", r.id));
+        r.status = Status::Failed;
+        r.error = Some(why.replace(['\n', '\r'], " "));
+    };
+    let attempt = || -> Result<(String, git2::Oid), (CodeError, bool)> {
+        let (url, creds, limits) = connect(c, ctx.checkout)
+            .map_err(|n| (CodeError::Unstorable(n.why().to_string()), false))?;
+        let pinned = pinned(c).map_err(|n| (CodeError::Unstorable(n.why().to_string()), false))?;
+        let ws = Workspace::open(&dir, pinned).ok_or((
+            CodeError::Unstorable(format!(
+                "no workspace of commit {pinned} at {} (removed?)",
+                dir.display()
+            )),
+            false,
+        ))?;
+        let secrets = load_secrets(action, ctx.config.secrets_dir.as_deref()).map_err(|e| {
+            (
+                CodeError::Unstorable(format!("secret values it cannot be checked against ({e})")),
+                true,
+            )
+        })?;
+        let masker = masker_for(&secrets);
+        let mut leaked = false;
+        let mut inspect = |path: &Path, bytes: &[u8]| {
+            if secrets.is_empty() {
+                return Ok(());
+            }
+            let mut m = masker.clone();
+            let mut out = m.push(bytes);
+            out.extend(m.finish());
+            if out != bytes {
+                leaked = true;
+                return Err(CodeError::Unstorable(format!(
+                    "a secret value (in {})",
+                    path.display()
+                )));
+            }
+            Ok(())
+        };
+        let message = format!(
+            "vault: {}\n\nRun by vault-dispatch on {}.\n",
+            action.id, c.commit
+        );
+        let commit = ws
+            .snapshot(limits.max_bytes, &message, &mut inspect)
+            .map_err(|e| (e, leaked))?;
+        drop(secrets);
+        let done = ws
+            .push(&url, &creds, commit, &push.refname, limits)
+            .map_err(|e| (e, false))?;
+        if done == code::Pushed::AlreadyThere {
+            vault_core::report(
+                "run-action",
+                format_args!(
+                    "{}: {} was at {commit} already (pushed by an earlier run of this action)",
+                    action.id, push.refname
+                ),
+            );
+        }
+        Ok((push.refname.clone(), commit))
+    };
+    match attempt() {
+        Ok((refname, commit)) => {
+            if let Some(o) = r.checkout.as_mut() {
+                o.pushed = Some(Pushed {
+                    refname,
+                    commit: commit.to_string(),
+                });
+            }
+        }
+        Err((e, wipe)) if wipe => {
+            discard(ctx.cache, action.id.as_str());
+            fail(
+                r,
+                format!(
+                    "nothing was pushed to {}: {e}; the workspace was removed",
+                    push.refname
+                ),
+            );
+        }
+        Err((e, _)) => {
+            let until = now_s().saturating_add(
+                ctx.checkout
+                    .map_or(vault_core::checkout::DEFAULT_KEEP_FAILED_S, |c| {
+                        c.keep_failed_s
+                    }),
+            );
+            let kept = keep(&dir, until);
+            let until_text =
+                vault_core::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(until));
+            let how = match &kept {
+                Ok(()) => format!(
+                    "the workspace is kept for inspection at {} until {until_text}",
+                    dir.display()
+                ),
+                Err(k) => format!("the workspace could not be marked as kept ({k})"),
+            };
+            fail(
+                r,
+                format!("the push of {} failed: {e}; {how}", push.refname),
+            );
+            if kept.is_ok() {
+                if let Some(o) = r.checkout.as_mut() {
+                    o.kept = Some(Kept {
+                        path: dir.display().to_string(),
+                        until: until_text,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn keep(dir: &Path, until: u64) -> std::io::Result<()> {
+    if !dir.is_dir() {
+        return Err(std::io::Error::other("it is gone"));
+    }
+    std::fs::write(dir.join(KEPT), format!("{until}\n"))
+}
+
+fn now_s() -> u64 {
+    super::now_ms() / 1000
+}
+
+/// When a kept workspace may go (`None`: not kept, or the marker is
+/// unreadable, which keeps it).
+fn kept_until(dir: &Path) -> Option<Option<u64>> {
+    match std::fs::read_to_string(dir.join(KEPT)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => Some(None),
+        Ok(t) => Some(t.trim().parse().ok()),
+    }
+}
+
+/// `run-action rm <id>`: the result is recorded, so the workspace goes,
+/// unless it is kept for inspection.
+pub fn remove_recorded(cache: &Path, id: &str) -> std::io::Result<()> {
+    let dir = workspace_dir(cache, id);
+    if kept_until(&dir).is_some() {
+        return Ok(());
+    }
+    code::remove(&dir)
+}
+
+/// Remove every kept workspace whose retention ended; with `orphans_older`,
+/// also every other workspace older than that for which `gone(id)` says
+/// no container exists. Returns what was removed and what could not be.
+pub fn sweep(
+    cache: &Path,
+    orphans_older: Option<Duration>,
+    gone: &mut dyn FnMut(&str) -> bool,
+) -> (Vec<String>, Vec<String>) {
+    let (mut removed, mut failed) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(checkouts_dir(cache)) else {
+        return (removed, failed);
+    };
+    let now = now_s();
+    for e in entries.flatten() {
+        let dir = e.path();
+        let id = e.file_name().to_string_lossy().into_owned();
+        let due = match kept_until(&dir) {
+            Some(until) => until.is_some_and(|u| u <= now),
+            None => orphans_older.is_some_and(|age| {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|el| el >= age);
+                old && gone(&id)
+            }),
+        };
+        if due {
+            match code::remove(&dir) {
+                Ok(()) => removed.push(id),
+                Err(err) => failed.push(format!("{}: {err}", dir.display())),
+            }
+        }
+    }
+    (removed, failed)
+}
