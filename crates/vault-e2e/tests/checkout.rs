@@ -1,0 +1,400 @@
+//! Actions run against an exact commit of a code repository (`checkout`),
+//! on the real testbed: dispatcher.sh and the four tools, a real dockerd,
+//! the ops repo on the testbed's git daemon and the code repo on a git
+//! daemon of the test's own on 127.0.0.1, the dispatcher's checkout config
+//! allowing only that daemon's `code/` folder.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use vault_e2e::*;
+use vault_testkit::{git, unique, GitDaemon, OpsRepo, SecretStore, Testbed};
+
+/// A code repo served by `daemon` at `code/<name>.git`, with a scratch
+/// clone to commit to it.
+struct CodeRepo {
+    url: String,
+    bare: PathBuf,
+    work: tempfile::TempDir,
+}
+
+impl CodeRepo {
+    fn new(daemon: &GitDaemon) -> CodeRepo {
+        let name = format!("{}.git", unique("lib"));
+        let bare = daemon.base.path().join("code").join(&name);
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+        let work = tempfile::tempdir().unwrap();
+        git(work.path(), &["init", "-q", "-b", "main"]);
+        let url = format!("{}/code/{name}", daemon.url());
+        git(work.path(), &["remote", "add", "origin", &url]);
+        CodeRepo { url, bare, work }
+    }
+
+    /// Commit `files` on `branch` (created from the current commit when
+    /// new) and push it; returns the commit id.
+    fn commit(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
+        let w = self.work.path();
+        git(w, &["checkout", "-q", "-B", branch]);
+        for (path, text) in files {
+            let p = w.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        git(w, &["add", "-A"]);
+        git(
+            w,
+            &[
+                "commit",
+                "-q",
+                "--allow-empty",
+                "--no-gpg-sign",
+                "-m",
+                message,
+            ],
+        );
+        git(w, &["push", "-q", "origin", branch]);
+        git(w, &["rev-parse", "HEAD"])
+    }
+
+    /// `git rev-parse` in the served repo (`None`: no such ref).
+    fn rev(&self, what: &str) -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.bare)
+            .args(["rev-parse", "--verify", "-q", what])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+/// The dispatcher's checkout config: `daemon`'s `code/` folder, tags
+/// `v*` and branch `release` pushable.
+fn config(dir: &Path, daemon: &GitDaemon) -> PathBuf {
+    let p = dir.join("checkout.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "max_bytes = 1048576\nfetch_timeout_s = 30\nkeep_failed_s = 3600\n\n[[repos]]\nprefix = \"{}/code/\"\npush = [\"refs/tags/v*\", \"refs/heads/release\"]\n",
+            daemon.url()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn checkout_action(
+    id: &str,
+    secrets: &[&str],
+    script: &str,
+    checkout: serde_json::Value,
+) -> String {
+    serde_json::json!({
+        "id": id,
+        "secrets": secrets,
+        "command": ["sh", "-c", script],
+        "checkout": checkout,
+    })
+    .to_string()
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            hits.extend(files_containing(&p, needle));
+        } else if meta.is_file() {
+            let bytes = std::fs::read(&p).unwrap();
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                hits.push(p);
+            }
+        }
+    }
+    hits
+}
+
+struct Bench {
+    tb: Testbed,
+    daemon: GitDaemon,
+    code: CodeRepo,
+    ops: OpsRepo,
+    secrets: SecretStore,
+    canary: String,
+    site: Site,
+    _conf_dir: tempfile::TempDir,
+}
+
+fn bench() -> Bench {
+    let tb = Testbed::get();
+    let daemon = GitDaemon::start();
+    let code = CodeRepo::new(&daemon);
+    let ops = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    let canary = format!("canary-{}", unique("tok"));
+    secrets.add("TOKEN", canary.as_bytes());
+    let conf_dir = tempfile::tempdir().unwrap();
+    let mut site = Site::new(&tb, &ops.url, &secrets, "host-co");
+    site.extra_env.push((
+        "VAULT_CHECKOUT_CONFIG".into(),
+        config(conf_dir.path(), &daemon).display().to_string(),
+    ));
+    Bench {
+        tb,
+        daemon,
+        code,
+        ops,
+        secrets,
+        canary,
+        site,
+        _conf_dir: conf_dir,
+    }
+}
+
+#[test]
+fn the_runner_reads_the_pinned_commit_and_bad_checkouts_never_start() {
+    let _g = shared_dockerd();
+    let b = bench();
+    let reviewed = b.code.commit("main", &[("VERSION", "1.4.0\n")], "v1.4.0");
+    // The branch moves on after the review: the run must not see it.
+    b.code.commit("main", &[("VERSION", "2.0.0-dev\n")], "next");
+    let (read, missing, outside, bad_ref) = (
+        unique("co-read"),
+        unique("co-missing"),
+        unique("co-outside"),
+        unique("co-ref"),
+    );
+    let since = now_s();
+    let pin = |repo: &str, commit: &str| serde_json::json!({"repo": repo, "commit": commit});
+    let other_url = format!("{}/elsewhere/x.git", b.daemon.url());
+    b.ops.land_actions(&[
+        (
+            read.as_str(),
+            checkout_action(
+                &read,
+                &["TOKEN"],
+                "cat /workspace/VERSION; if touch /workspace/x 2>/dev/null; then echo writable; else echo read-only; fi",
+                pin(&b.code.url, &reviewed),
+            ),
+        ),
+        (
+            missing.as_str(),
+            checkout_action(
+                &missing,
+                &[],
+                "echo should-not-run",
+                pin(&b.code.url, "0123456789abcdef0123456789abcdef01234567"),
+            ),
+        ),
+        (
+            outside.as_str(),
+            checkout_action(&outside, &[], "echo should-not-run", pin(&other_url, &reviewed)),
+        ),
+        (
+            bad_ref.as_str(),
+            checkout_action(
+                &bad_ref,
+                &[],
+                "echo should-not-run",
+                serde_json::json!({"repo": b.code.url, "commit": reviewed, "push": {"ref": "refs/heads/main"}}),
+            ),
+        ),
+    ]);
+
+    let out = b.site.once();
+    let r = b.ops.result(&read).expect("result recorded");
+    assert_eq!(r["status"], "succeeded", "{r}\n{}", out.stderr);
+    let logs = r["logs"].as_str().unwrap();
+    assert!(logs.contains("1.4.0"), "the reviewed commit's file: {logs}");
+    assert!(!logs.contains("2.0.0"), "not the branch's tip: {logs}");
+    assert!(logs.contains("read-only"), "mounted read-only: {logs}");
+    assert_eq!(r["checkout"]["commit"], reviewed.as_str(), "{r}");
+    assert_eq!(r["checkout"]["repo"], b.code.url.as_str());
+    assert!(r["checkout"].get("pushed").is_none(), "{r}");
+    assert_eq!(creates(&read, since), 1);
+    let ws = b.site.cache.path().join("checkouts").join(&read);
+    assert!(!ws.exists(), "the workspace went with `run-action rm`");
+
+    let r = b.ops.result(&missing).expect("result recorded");
+    assert_eq!(r["status"], "error", "{r}");
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains("0123456789abcdef0123456789abcdef01234567 is not in"),
+        "{err}"
+    );
+    assert_eq!(creates(&missing, since), 0, "nothing started");
+    assert!(!b
+        .site
+        .cache
+        .path()
+        .join("checkouts")
+        .join(&missing)
+        .exists());
+    assert!(
+        !b.site
+            .cache
+            .path()
+            .join("ledger")
+            .join(format!("{missing}.json"))
+            .exists(),
+        "a fetch that failed leaves the id unstarted"
+    );
+
+    let r = b.ops.result(&outside).expect("result recorded");
+    assert_eq!(r["status"], "rejected", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("not under any allowed prefix"),
+        "{r}"
+    );
+    assert_eq!(creates(&outside, since), 0);
+
+    let r = b.ops.result(&bad_ref).expect("result recorded");
+    assert_eq!(r["status"], "rejected", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("refs/heads/main"),
+        "{r}"
+    );
+    assert_eq!(creates(&bad_ref, since), 0);
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains(&b.canary), "secret leaked");
+    }
+    let _ = (&b.tb, &b.secrets);
+}
+
+#[test]
+fn a_writable_workspace_is_pushed_as_a_tag_a_lost_race_is_kept_and_a_secret_is_never_pushed() {
+    let _g = shared_dockerd();
+    let b = bench();
+    let reviewed = b.code.commit("main", &[("VERSION", "1.4.0\n")], "v1.4.0");
+    b.code.commit("release", &[], "release branch");
+    // The release branch moves after the review: a push on top of the
+    // reviewed commit loses that race.
+    let moved = b
+        .code
+        .commit("release", &[("HOTFIX", "someone else\n")], "hotfix");
+    let (tag, race, leak) = (unique("co-tag"), unique("co-race"), unique("co-leak"));
+    let since = now_s();
+    let writable = |push: &str| {
+        serde_json::json!({"repo": b.code.url, "commit": reviewed, "path": "/src/lib",
+                           "writable": true, "push": {"ref": push}})
+    };
+    b.ops.land_actions(&[
+        (
+            tag.as_str(),
+            checkout_action(
+                &tag,
+                &["TOKEN"],
+                "cd /src/lib && echo built-$(cat VERSION) > BUILD && mkdir -p dist && echo x > dist/out && echo done",
+                writable("refs/tags/v1.4.0"),
+            ),
+        ),
+        (
+            race.as_str(),
+            checkout_action(
+                &race,
+                &[],
+                "echo mine > /src/lib/CHANGE",
+                writable("refs/heads/release"),
+            ),
+        ),
+        (
+            leak.as_str(),
+            checkout_action(
+                &leak,
+                &["TOKEN"],
+                "cp /run/secrets/TOKEN /src/lib/leak",
+                writable("refs/tags/v9.9.9"),
+            ),
+        ),
+    ]);
+
+    let out = b.site.once();
+
+    // Pushed as a new tag: one commit on top of the reviewed one.
+    let r = b.ops.result(&tag).expect("result recorded");
+    assert_eq!(r["status"], "succeeded", "{r}\n{}", out.stderr);
+    let pushed = r["checkout"]["pushed"]["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r["checkout"]["pushed"]["ref"], "refs/tags/v1.4.0");
+    assert_eq!(
+        b.code.rev("refs/tags/v1.4.0").as_deref(),
+        Some(pushed.as_str())
+    );
+    assert_eq!(
+        b.code.rev(&format!("{pushed}^")).as_deref(),
+        Some(reviewed.as_str()),
+        "its parent is the reviewed commit"
+    );
+    assert_eq!(
+        git(&b.code.bare, &["show", &format!("{pushed}:BUILD")]),
+        "built-1.4.0"
+    );
+    assert_eq!(
+        git(&b.code.bare, &["show", &format!("{pushed}:dist/out")]),
+        "x"
+    );
+    let tree = git(&b.code.bare, &["ls-tree", "-r", "--name-only", &pushed]);
+    assert_eq!(
+        tree.lines().collect::<Vec<_>>(),
+        ["BUILD", "VERSION", "dist/out"],
+        "exactly the workspace's files"
+    );
+    let grep = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&b.code.bare)
+        .args(["grep", "-q", "-F", &b.canary, &pushed])
+        .status()
+        .unwrap();
+    assert!(!grep.success(), "no secret in the pushed tree");
+    assert!(!b.site.cache.path().join("checkouts").join(&tag).exists());
+
+    // The lost race: failed, nothing moved, the workspace kept.
+    let r = b.ops.result(&race).expect("result recorded");
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["exit_code"], 0, "the run itself succeeded");
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("not a fast-forward"), "{err}");
+    assert_eq!(
+        b.code.rev("refs/heads/release").as_deref(),
+        Some(moved.as_str())
+    );
+    let kept = PathBuf::from(r["checkout"]["kept"]["path"].as_str().unwrap());
+    assert_eq!(kept, b.site.cache.path().join("checkouts").join(&race));
+    assert_eq!(
+        std::fs::read_to_string(kept.join("work/CHANGE")).unwrap(),
+        "mine\n",
+        "kept for inspection after `run-action rm`"
+    );
+    assert!(r["checkout"]["kept"]["until"].as_str().is_some());
+
+    // A secret copied into the workspace: never pushed, never kept.
+    let r = b.ops.result(&leak).expect("result recorded");
+    assert_eq!(r["status"], "failed", "{r}");
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("a secret value (in leak)"), "{err}");
+    assert_eq!(b.code.rev("refs/tags/v9.9.9"), None, "not pushed");
+    assert!(!b.site.cache.path().join("checkouts").join(&leak).exists());
+
+    // Nothing under the cache holds the secret (only the memory-only
+    // secrets folder ever did), nor any output.
+    assert!(files_containing(b.site.cache.path(), b.canary.as_bytes()).is_empty());
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains(&b.canary), "secret leaked");
+    }
+    assert_eq!(creates(&tag, since), 1);
+    assert_eq!(creates(&race, since), 1);
+    let _ = (&b.tb, &b.secrets);
+}
