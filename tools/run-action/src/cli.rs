@@ -49,7 +49,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Remove the exited container `vault-<id>` and its action file, once
+    /// Remove the exited container `vault-<id>`, its action file and its
+    /// code workspace (unless kept for inspection after a failed push), once
     /// the result is durably recorded (the run-ledger record stays). Refuses
     /// a running container; exits 0 also when it is already gone.
     Rm {
