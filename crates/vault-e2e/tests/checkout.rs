@@ -7,8 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use vault_e2e::*;
-use vault_testkit::{git, unique, GitDaemon, OpsRepo, SecretStore, Testbed};
+use vault_testkit::{git, unique, wait_until, GitDaemon, OpsRepo, SecretStore, Testbed};
 
 /// A code repo served by `daemon` at `code/<name>.git`, with a scratch
 /// clone to commit to it.
@@ -397,4 +398,111 @@ fn a_writable_workspace_is_pushed_as_a_tag_a_lost_race_is_kept_and_a_secret_is_n
     assert_eq!(creates(&tag, since), 1);
     assert_eq!(creates(&race, since), 1);
     let _ = (&b.tb, &b.secrets);
+}
+
+#[test]
+fn a_checkout_too_big_or_with_a_submodule_is_rejected_and_leaves_nothing() {
+    let _g = shared_dockerd();
+    let b = bench();
+    let small = b.code.commit("main", &[("README", "small\n")], "small");
+    // 2 MiB of incompressible bytes: over the 1 MiB cap of both the fetch
+    // and the files.
+    let mut noise = Vec::with_capacity(2 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while noise.len() < 2 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    let w = b.code.work.path();
+    git(w, &["checkout", "-q", "-B", "big", &small]);
+    std::fs::write(w.join("blob.bin"), &noise).unwrap();
+    let big = b.code.commit("big", &[], "big");
+    // A gitlink entry, committed as it is (`git add -A` would drop it: there
+    // is no folder behind it).
+    git(w, &["checkout", "-q", "-B", "sub", &small]);
+    git(
+        w,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{small},vendor/dep"),
+        ],
+    );
+    git(w, &["commit", "-q", "--no-gpg-sign", "-m", "a submodule"]);
+    git(w, &["push", "-q", "origin", "sub"]);
+    let sub = git(w, &["rev-parse", "HEAD"]);
+    let (too_big, with_sub) = (unique("co-big"), unique("co-sub"));
+    let since = now_s();
+    let pin = |c: &str| serde_json::json!({"repo": b.code.url, "commit": c});
+    b.ops.land_actions(&[
+        (
+            too_big.as_str(),
+            checkout_action(&too_big, &[], "true", pin(&big)),
+        ),
+        (
+            with_sub.as_str(),
+            checkout_action(&with_sub, &[], "true", pin(&sub)),
+        ),
+    ]);
+    let out = b.site.once();
+    for (id, why) in [
+        (&too_big, "larger than the 1048576 bytes allowed"),
+        (&with_sub, "submodule at \"vendor/dep\""),
+    ] {
+        let r = b.ops.result(id).expect("result recorded");
+        assert_eq!(r["status"], "rejected", "{r}\n{}", out.stderr);
+        assert!(r["error"].as_str().unwrap().contains(why), "{r}");
+        assert_eq!(creates(id, since), 0, "nothing started");
+        assert!(
+            !b.site.cache.path().join("checkouts").join(id).exists(),
+            "nothing left on disk"
+        );
+    }
+}
+
+#[test]
+fn a_resumed_run_reattaches_to_its_workspace_and_pushes_from_it() {
+    let _g = shared_dockerd();
+    let b = bench();
+    let reviewed = b.code.commit("main", &[("VERSION", "3.0.0\n")], "v3");
+    let id = unique("co-resume");
+    let since = now_s();
+    b.ops.land_action(
+        &id,
+        &checkout_action(
+            &id,
+            &["TOKEN"],
+            "echo before > /workspace/STEP; sleep 8; echo after >> /workspace/STEP",
+            serde_json::json!({"repo": b.code.url, "commit": reviewed, "writable": true,
+                               "push": {"ref": "refs/tags/v3.0.0"}}),
+        ),
+    );
+    let mut child = b.site.spawn();
+    wait_until("the container to run", Duration::from_secs(120), || {
+        container_state(&id).as_deref() == Some("running")
+    });
+    let ws = b.site.cache.path().join("checkouts").join(&id);
+    assert!(
+        ws.join("work/VERSION").is_file(),
+        "fetched before the start"
+    );
+    kill_group(child.id());
+    let _ = child.wait();
+
+    // The next cycle re-attaches to the container, whose mount is that
+    // workspace, and pushes what the run left there.
+    let out = b.site.once();
+    let r = b.ops.result(&id).expect("result recorded");
+    assert_eq!(r["status"], "succeeded", "{r}\n{}", out.stderr);
+    let pushed = r["checkout"]["pushed"]["commit"].as_str().unwrap();
+    assert_eq!(b.code.rev("refs/tags/v3.0.0").as_deref(), Some(pushed));
+    assert_eq!(
+        git(&b.code.bare, &["show", &format!("{pushed}:STEP")]),
+        "before\nafter"
+    );
+    assert_eq!(creates(&id, since), 1, "started once");
+    assert!(!ws.exists(), "removed once the result was recorded");
 }

@@ -146,16 +146,19 @@ impl Workspace {
             .map_err(git(format!("cannot create {}", dir.display())))?;
         let deadline = Instant::now() + limits.timeout;
         // The commit itself first (servers that allow it send only what it
-        // needs); else every branch and tag, and the commit must be among
-        // what came.
-        let by_id = [format!("{commit}:{PINNED}")];
-        let all = [
-            "+refs/heads/*:refs/vault/heads/*".to_string(),
-            "+refs/tags/*:refs/vault/tags/*".to_string(),
-        ];
+        // needs); else a ref the server advertises at that very commit;
+        // else every branch and tag, and the commit must be among what came.
+        let by_id = vec![format!("{commit}:{PINNED}")];
+        let mut tips: Option<Vec<String>> = None;
         let mut last = None;
-        for specs in [&by_id[..], &all[..]] {
-            last = match download(&repo, url, creds, specs, limits, deadline) {
+        for attempt in 0..2 {
+            let specs = match attempt {
+                0 => by_id.clone(),
+                _ => tips
+                    .get_or_insert_with(|| advertised_at(&repo, url, creds, commit))
+                    .clone(),
+            };
+            last = match download(&repo, url, creds, &specs, limits, deadline) {
                 Ok(()) => None,
                 Err(e @ (CodeError::TooBig { .. } | CodeError::TimedOut { .. })) => return Err(e),
                 Err(e) => Some(e),
@@ -497,6 +500,40 @@ impl Workspace {
             );
         }
         Ok(Pushed::Updated)
+    }
+}
+
+/// The refspecs that bring `commit` when it cannot be asked for by id: the
+/// refs the server advertises at it, else every branch and tag (whose
+/// whole transfer then counts against the cap).
+fn advertised_at(
+    repo: &Repository,
+    url: &RepoUrl,
+    creds: &Credentials,
+    commit: Oid,
+) -> Vec<String> {
+    let at: Vec<String> = repo
+        .remote_anonymous(url.as_git())
+        .and_then(|mut remote| {
+            let conn = remote.connect_auth(Direction::Fetch, Some(callbacks(creds)), None)?;
+            let names = conn
+                .list()?
+                .iter()
+                .filter(|h| h.oid() == commit)
+                .filter(|h| {
+                    h.name().starts_with("refs/heads/") || h.name().starts_with("refs/tags/")
+                })
+                .map(|h| h.name().to_string())
+                .collect();
+            Ok(names)
+        })
+        .unwrap_or_default();
+    match at.first() {
+        Some(name) => vec![format!("+{name}:refs/vault/tip")],
+        None => vec![
+            "+refs/heads/*:refs/vault/heads/*".to_string(),
+            "+refs/tags/*:refs/vault/tags/*".to_string(),
+        ],
     }
 }
 
