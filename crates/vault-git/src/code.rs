@@ -658,3 +658,146 @@ fn set_socket_timeout(timeout: Duration) {
         let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repo with one commit holding `files` (path, bytes, executable).
+    fn source(dir: &Path, files: &[(&str, &[u8], bool)]) -> Oid {
+        let repo = Repository::init(dir).unwrap();
+        for (path, bytes, exec) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            let mode = if *exec { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = Signature::now("t", "t@example.invalid").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "one", &tree, &[])
+            .unwrap()
+    }
+
+    fn limits(max_bytes: u64) -> Limits {
+        Limits {
+            max_bytes,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn fetch_check_snapshot_and_refusals() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let commit = source(
+            &src,
+            &[
+                ("a.txt", b"a\r\n", false),
+                ("bin/run", b"#!/bin/sh\n", true),
+            ],
+        );
+        let url = RepoUrl::parse(&format!("file://{}", src.display())).unwrap();
+        let dir = tmp.path().join("ws");
+        let ws =
+            Workspace::fetch(&dir, &url, &Credentials::none(), commit, limits(1 << 20)).unwrap();
+        let work = ws.work_dir();
+        assert_eq!(
+            std::fs::read(work.join("a.txt")).unwrap(),
+            b"a\r\n",
+            "unfiltered"
+        );
+        assert!(
+            !work.join(".git").exists(),
+            "the git dir is not in the files"
+        );
+        ws.hand_over(None).unwrap();
+        let mode = std::fs::metadata(work.join("bin/run"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert!(Workspace::open(&dir, commit).is_some());
+        assert!(Workspace::open(&dir, Oid::hash_object(ObjectType::Blob, b"x").unwrap()).is_none());
+
+        // Unchanged files: the pinned commit itself.
+        let mut seen = Vec::new();
+        let same = ws
+            .snapshot(1 << 20, "m", &mut |p: &Path, _: &[u8]| {
+                seen.push(p.to_path_buf());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(same, commit);
+        assert_eq!(seen.len(), 2);
+
+        // A change: one commit on top, reused when asked again.
+        let dir2 = tmp.path().join("ws2");
+        let ws =
+            Workspace::fetch(&dir2, &url, &Credentials::none(), commit, limits(1 << 20)).unwrap();
+        std::fs::write(ws.work_dir().join("new"), b"n").unwrap();
+        std::os::unix::fs::symlink("a.txt", ws.work_dir().join("link")).unwrap();
+        std::fs::create_dir(ws.work_dir().join("empty")).unwrap();
+        let made = ws
+            .snapshot(1 << 20, "m", &mut |_: &Path, _: &[u8]| Ok(()))
+            .unwrap();
+        assert_ne!(made, commit);
+        let c = ws.repo.find_commit(made).unwrap();
+        assert_eq!(c.parent_id(0).unwrap(), commit);
+        let tree = c.tree().unwrap();
+        assert_eq!(tree.get_name("link").unwrap().filemode(), 0o120000);
+        assert!(
+            tree.get_name("empty").is_none(),
+            "git keeps no empty folder"
+        );
+        assert_eq!(
+            ws.snapshot(1, "m", &mut |_: &Path, _: &[u8]| Ok(()))
+                .unwrap(),
+            made
+        );
+        let local_push = ws.push(
+            &url,
+            &Credentials::none(),
+            made,
+            "refs/tags/v1",
+            limits(1 << 20),
+        );
+        assert!(matches!(local_push, Err(CodeError::Push { .. })));
+
+        // A .git entry, and an inspector that says no.
+        let dir3 = tmp.path().join("ws3");
+        let ws =
+            Workspace::fetch(&dir3, &url, &Credentials::none(), commit, limits(1 << 20)).unwrap();
+        std::fs::create_dir(ws.work_dir().join(".git")).unwrap();
+        std::fs::write(ws.work_dir().join(".git/config"), b"x").unwrap();
+        let e = ws
+            .snapshot(1 << 20, "m", &mut |_: &Path, _: &[u8]| Ok(()))
+            .unwrap_err();
+        assert!(matches!(e, CodeError::Unstorable(_)), "{e}");
+        std::fs::remove_dir_all(ws.work_dir().join(".git")).unwrap();
+        let e = ws
+            .snapshot(1 << 20, "m", &mut |p: &Path, _: &[u8]| {
+                Err(CodeError::Unstorable(p.display().to_string()))
+            })
+            .unwrap_err();
+        assert!(matches!(e, CodeError::Unstorable(_)));
+
+        // Too big, and a commit not there: nothing left behind.
+        let dir4 = tmp.path().join("ws4");
+        let e = Workspace::fetch(&dir4, &url, &Credentials::none(), commit, limits(4))
+            .err()
+            .unwrap();
+        assert!(e.is_refusal(), "{e}");
+        assert!(!dir4.exists());
+        let absent = Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let e = Workspace::fetch(&dir4, &url, &Credentials::none(), absent, limits(1 << 20))
+            .err()
+            .unwrap();
+        assert!(matches!(e, CodeError::NotInRepo { .. }), "{e}");
+        assert!(!dir4.exists());
+    }
+}

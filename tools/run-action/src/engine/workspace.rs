@@ -310,3 +310,47 @@ pub fn sweep(
     }
     (removed, failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rm_keeps_a_kept_workspace_and_sweeps_it_once_its_time_is_up() {
+        let cache = tempfile::tempdir().unwrap();
+        let make = |id: &str, until: Option<&str>| {
+            let d = workspace_dir(cache.path(), id);
+            std::fs::create_dir_all(d.join("work")).unwrap();
+            if let Some(u) = until {
+                std::fs::write(d.join(KEPT), u).unwrap();
+            }
+            d
+        };
+        let plain = make("plain", None);
+        let kept = make("kept", Some("99999999999\n"));
+        let expired = make("expired", Some("1\n"));
+        let unreadable = make("garbled", Some("soon"));
+        remove_recorded(cache.path(), "plain").unwrap();
+        remove_recorded(cache.path(), "kept").unwrap();
+        remove_recorded(cache.path(), "never-there").unwrap();
+        assert!(!plain.exists());
+        assert!(kept.exists(), "kept for inspection");
+        let (removed, failed) = sweep(cache.path(), None, &mut |_| true);
+        assert_eq!(removed, ["expired"]);
+        assert!(failed.is_empty());
+        assert!(!expired.exists() && kept.exists());
+        assert!(unreadable.exists(), "a marker it cannot read keeps it");
+        // Orphans: only older than the age, and only when their container
+        // is gone.
+        let orphan = make("orphan", None);
+        let (removed, _) = sweep(cache.path(), Some(Duration::from_secs(3600)), &mut |_| true);
+        assert!(removed.is_empty() && orphan.exists(), "too young");
+        let (removed, _) = sweep(cache.path(), Some(Duration::ZERO), &mut |id| id != "orphan");
+        assert!(
+            removed.is_empty() && orphan.exists(),
+            "its container is there"
+        );
+        let (removed, _) = sweep(cache.path(), Some(Duration::ZERO), &mut |_| true);
+        assert_eq!(removed, ["orphan"]);
+    }
+}
