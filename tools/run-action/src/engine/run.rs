@@ -78,7 +78,7 @@ impl Run<'_> {
         // The code checkout, fetched now: before the start record, so
         // that a fetch that fails leaves the id unspent (see workspace.rs).
         let workspace = match &action.checkout {
-            Some(c) => match super::workspace::prepare(action, c, ctx) {
+            Some(c) => match super::workspace::prepare(action, c, ctx, engine) {
                 Ok(m) => Some(m),
                 Err(n) => {
                     let _ = std::fs::remove_dir_all(run_dir(ctx.cache, action.id.as_str()));

@@ -13,6 +13,7 @@
 
 use super::prepare::{load_secrets, masker_for};
 use super::spec::bind;
+use super::docker::Engine;
 use super::{Ctx, NotRun};
 use bollard::models::Mount;
 use std::path::{Path, PathBuf};
@@ -76,7 +77,12 @@ fn pinned(c: &Checkout) -> Result<git2::Oid, NotRun> {
 
 /// Fetch the action's commit into a fresh workspace and hand it to the
 /// runner (owned by it when writable). Returns the mount for the container.
-pub(super) fn prepare(action: &Action, c: &Checkout, ctx: &Ctx<'_>) -> Result<Mount, NotRun> {
+pub(super) fn prepare(
+    action: &Action,
+    c: &Checkout,
+    ctx: &Ctx<'_>,
+    engine: Engine,
+) -> Result<Mount, NotRun> {
     let (url, creds, limits) = connect(c, ctx.checkout)?;
     let dir = workspace_dir(ctx.cache, action.id.as_str());
     let ws = Workspace::fetch(&dir, &url, &creds, pinned(c)?, limits).map_err(|e| {
@@ -87,8 +93,11 @@ pub(super) fn prepare(action: &Action, c: &Checkout, ctx: &Ctx<'_>) -> Result<Mo
             NotRun::error(why)
         }
     })?;
+    // Docker runs the runner as VAULT_RUNNER_USER on the host's uids: a
+    // writable workspace is given to that uid. Podman maps the service user
+    // (who owns the files already) to the runner with keep-id.
     let user = ctx.config.runner_user;
-    let owner = c.writable.then_some((user.uid, user.gid));
+    let owner = (c.writable && engine == Engine::Docker).then_some((user.uid, user.gid));
     if let Err(e) = ws.hand_over(owner) {
         let _ = code::remove(&dir);
         return Err(NotRun::error(format!(
