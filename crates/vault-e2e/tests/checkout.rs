@@ -284,7 +284,12 @@ fn a_writable_workspace_is_pushed_as_a_tag_a_lost_race_is_kept_and_a_secret_is_n
     let moved = b
         .code
         .commit("release", &[("HOTFIX", "someone else\n")], "hotfix");
-    let (tag, race, leak) = (unique("co-tag"), unique("co-race"), unique("co-leak"));
+    let (tag, race, leak, scratch) = (
+        unique("co-tag"),
+        unique("co-race"),
+        unique("co-leak"),
+        unique("co-scratch"),
+    );
     let since = now_s();
     let writable = |push: &str| {
         serde_json::json!({"repo": b.code.url, "commit": reviewed, "path": "/src/lib",
@@ -316,6 +321,15 @@ fn a_writable_workspace_is_pushed_as_a_tag_a_lost_race_is_kept_and_a_secret_is_n
                 &["TOKEN"],
                 "cp /run/secrets/TOKEN /src/lib/leak",
                 writable("refs/tags/v9.9.9"),
+            ),
+        ),
+        (
+            scratch.as_str(),
+            checkout_action(
+                &scratch,
+                &["TOKEN"],
+                "cp /run/secrets/TOKEN /workspace/scratch && echo copied",
+                serde_json::json!({"repo": b.code.url, "commit": reviewed, "writable": true}),
             ),
         ),
     ]);
@@ -388,6 +402,18 @@ fn a_writable_workspace_is_pushed_as_a_tag_a_lost_race_is_kept_and_a_secret_is_n
     assert!(err.contains("a secret value (in leak)"), "{err}");
     assert_eq!(b.code.rev("refs/tags/v9.9.9"), None, "not pushed");
     assert!(!b.site.cache.path().join("checkouts").join(&leak).exists());
+
+    // Writable without a push: it ran, and its workspace is gone.
+    let r = b.ops.result(&scratch).expect("result recorded");
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert!(r["logs"].as_str().unwrap().contains("copied"), "{r}");
+    assert!(!b
+        .site
+        .cache
+        .path()
+        .join("checkouts")
+        .join(&scratch)
+        .exists());
 
     // Nothing under the cache holds the secret (only the memory-only
     // secrets folder ever did), nor any output.

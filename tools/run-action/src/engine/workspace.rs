@@ -11,9 +11,9 @@
 //! before the container is created (§8.1), and a resumed run finds its
 //! container's workspace where the container's mount points.
 
+use super::docker::Engine;
 use super::prepare::{load_secrets, masker_for};
 use super::spec::bind;
-use super::docker::Engine;
 use super::{Ctx, NotRun};
 use bollard::models::Mount;
 use std::path::{Path, PathBuf};
@@ -125,6 +125,11 @@ pub(super) fn discard(cache: &Path, id: &str) {
 /// push that fails makes the result `failed` and keeps the workspace until
 /// the retention ends; a workspace holding a secret value is never pushed
 /// or kept.
+///
+/// A workspace no push needs is removed as soon as the container's exit is
+/// read: whatever a run wrote into it (a secret value included) does not
+/// stay on disk until the result is recorded. Only when the exit could not
+/// be read (the container may still run) is it left to `run-action rm`.
 pub(super) fn conclude(r: &mut ActionResult, action: &Action, c: &Checkout, ctx: &Ctx<'_>) {
     r.checkout = Some(CheckoutOutcome {
         repo: c.repo.clone(),
@@ -132,10 +137,16 @@ pub(super) fn conclude(r: &mut ActionResult, action: &Action, c: &Checkout, ctx:
         pushed: None,
         kept: None,
     });
-    let Some(push) = &c.push else { return };
-    if r.status != Status::Succeeded {
-        return;
-    }
+    let exited = r.exit_code.is_some();
+    let push = match &c.push {
+        Some(p) if r.status == Status::Succeeded => p,
+        _ => {
+            if exited {
+                discard(ctx.cache, action.id.as_str());
+            }
+            return;
+        }
+    };
     let dir = workspace_dir(ctx.cache, action.id.as_str());
     let fail = |r: &mut ActionResult, why: String| {
         vault_core::report("run-action", format_args!("{}: failed: {why}", r.id));
