@@ -29,6 +29,10 @@ const PINNED: &str = "refs/vault/pinned";
 const RESULT: &str = "refs/vault/result";
 const PUSH_SRC: &str = "refs/vault/push";
 const REMOTE_TIP: &str = "refs/vault/remote";
+/// Deepest folder nesting, and most entries, a snapshot takes: what a
+/// run leaves is bounded before it is read (and recursed into).
+const MAX_DEPTH: usize = 256;
+const MAX_ENTRIES: u64 = 500_000;
 
 /// What looks at each file (path in the workspace, bytes) before it goes
 /// into the commit; an `Err` stops the snapshot.
@@ -152,6 +156,12 @@ impl Workspace {
         let mut tips: Option<Vec<String>> = None;
         let mut last = None;
         for attempt in 0..2 {
+            if Instant::now() > deadline {
+                return Err(CodeError::TimedOut {
+                    what: "fetch",
+                    secs: limits.timeout.as_secs(),
+                });
+            }
             let specs = match attempt {
                 0 => by_id.clone(),
                 _ => tips
@@ -267,9 +277,9 @@ impl Workspace {
         if let Ok(done) = self.repo.refname_to_id(RESULT) {
             return Ok(done);
         }
-        let mut total = 0u64;
+        let mut walked = Walked::default();
         let work = self.work_dir();
-        let tree = self.write_dir(&work, &work, &mut total, max_bytes, inspect)?;
+        let tree = self.write_dir(&work, &work, &mut walked, max_bytes, inspect)?;
         let pinned = self
             .repo
             .find_commit(self.pinned)
@@ -298,10 +308,15 @@ impl Workspace {
         &self,
         root: &Path,
         dir: &Path,
-        total: &mut u64,
+        walked: &mut Walked,
         max_bytes: u64,
         inspect: &mut Inspect<'_>,
     ) -> Result<Option<Oid>, CodeError> {
+        if walked.depth >= MAX_DEPTH {
+            return Err(CodeError::Unstorable(format!(
+                "folders nested deeper than {MAX_DEPTH}"
+            )));
+        }
         let mut tb = self
             .repo
             .treebuilder(None)
@@ -322,14 +337,23 @@ impl Workspace {
             let meta = std::fs::symlink_metadata(&path)
                 .map_err(io(format!("cannot read {}", path.display())))?;
             let ft = meta.file_type();
+            walked.entries += 1;
+            if walked.entries > MAX_ENTRIES {
+                return Err(CodeError::Unstorable(format!(
+                    "more than {MAX_ENTRIES} files and folders"
+                )));
+            }
             let (oid, mode) = if ft.is_dir() {
-                match self.write_dir(root, &path, total, max_bytes, inspect)? {
+                walked.depth += 1;
+                let sub = self.write_dir(root, &path, walked, max_bytes, inspect);
+                walked.depth -= 1;
+                match sub? {
                     Some(t) => (t, 0o040000),
                     None => continue,
                 }
             } else if ft.is_symlink() || ft.is_file() {
-                *total += meta.len();
-                if *total > max_bytes {
+                walked.bytes += meta.len();
+                if walked.bytes > max_bytes {
                     return Err(CodeError::TooBig {
                         limit: max_bytes,
                         what: "the workspace after the run".into(),
@@ -501,6 +525,14 @@ impl Workspace {
         }
         Ok(Pushed::Updated)
     }
+}
+
+/// How far a snapshot's walk got.
+#[derive(Default)]
+struct Walked {
+    depth: usize,
+    entries: u64,
+    bytes: u64,
 }
 
 /// The refspecs that bring `commit` when it cannot be asked for by id: the
