@@ -17,13 +17,16 @@
 
 use crate::{callbacks, classify, Credentials, GitError, RepoUrl};
 use git2::{
-    build::CheckoutBuilder, AutotagOption, Direction, FetchOptions, ObjectType, Oid, PushOptions,
+    build::CheckoutBuilder, AutotagOption, Direction, FetchOptions, ObjectType, PushOptions,
     Repository, Signature,
 };
 use std::cell::{Cell, RefCell};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// A commit id, as the workspace's callers name one.
+pub use git2::Oid;
 
 const PINNED: &str = "refs/vault/pinned";
 const RESULT: &str = "refs/vault/result";

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vault_core::checkout::{Checkout, CheckoutConfig, CheckoutOutcome, Kept, Pushed, Refusal};
 use vault_core::{Action, ActionResult, Status};
-use vault_git::code::{self, CodeError, Limits, Workspace};
+use vault_git::code::{self, CodeError, Limits, Oid, Workspace};
 use vault_git::{Credentials, RepoUrl};
 
 /// The marker of a workspace kept for inspection: holds the Unix time
@@ -70,8 +70,8 @@ fn connect(
     Ok((url, creds, limits))
 }
 
-fn pinned(c: &Checkout) -> Result<git2::Oid, NotRun> {
-    git2::Oid::from_str(&c.commit)
+fn pinned(c: &Checkout) -> Result<Oid, NotRun> {
+    Oid::from_str(&c.commit)
         .map_err(|e| NotRun::rejected(format!("checkout.commit {:?}: {e}", c.commit)))
 }
 
@@ -153,7 +153,7 @@ pub(super) fn conclude(r: &mut ActionResult, action: &Action, c: &Checkout, ctx:
         r.status = Status::Failed;
         r.error = Some(why.replace(['\n', '\r'], " "));
     };
-    let attempt = || -> Result<(String, git2::Oid), (CodeError, bool)> {
+    let attempt = || -> Result<(String, Oid), (CodeError, bool)> {
         let (url, creds, limits) = connect(c, ctx.checkout)
             .map_err(|n| (CodeError::Unstorable(n.why().to_string()), false))?;
         let pinned = pinned(c).map_err(|n| (CodeError::Unstorable(n.why().to_string()), false))?;
