@@ -7,8 +7,8 @@
 //!
 //! Exit status: 0 the action succeeded; 5 a result line was printed whose
 //! status is not `succeeded`; 1 no result line could be printed (stdin held
-//! no line naming a valid id, the run ledger cannot be read, or stdout
-//! failed); 2 usage.
+//! no line naming a valid id, the run ledger cannot be read, another
+//! run-action holds the action's code workspace, or stdout failed); 2 usage.
 //!
 //! At most once: before a container is created its start is recorded in
 //! the run ledger (`<cache>/ledger/<id>.json`, fsynced). An id with a
@@ -39,7 +39,6 @@ use clap::Parser;
 use std::process::ExitCode;
 use vault_core::checkout::CheckoutConfig;
 use vault_core::jsonl::{self, Writer};
-use vault_core::ledger::LedgerError;
 use vault_core::{ActionId, ActionResult, DispatcherId, Exit, ScanLine, Status};
 
 const TOOL: &str = "run-action";
@@ -55,7 +54,8 @@ pub fn run() -> ExitCode {
 /// Why run-action ends without printing a result line (`rm`: without
 /// removing the container). Reported, and given its exit code, by
 /// [`vault_core::exit::exit_for`] alone. Each text is the whole report line:
-/// no variant has a source (a [`LedgerError`] already says its cause).
+/// no variant has a source (a [`vault_core::ledger::LedgerError`] already
+/// says its cause).
 #[derive(Debug, thiserror::Error)]
 enum Failed {
     #[error("cannot start the async runtime: {0}")]
@@ -69,7 +69,7 @@ enum Failed {
     #[error("{0}")]
     NoScanLine(String),
     #[error("{id}: {err}")]
-    Ledger { id: ActionId, err: LedgerError },
+    NoResult { id: ActionId, err: engine::NoResult },
     #[error("cannot write the result: {0}")]
     Write(std::io::Error),
     #[error("{0}")]
@@ -151,7 +151,7 @@ fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
             };
             match runtime.block_on(engine::execute(&scan, &ctx)) {
                 Ok(r) => r,
-                Err(err) => return Err(Failed::Ledger { id: scan.id, err }),
+                Err(err) => return Err(Failed::NoResult { id: scan.id, err }),
             }
         }
         Err(Unusable::Refused(result)) => {

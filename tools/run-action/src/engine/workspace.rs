@@ -14,12 +14,13 @@
 use super::docker::Engine;
 use super::prepare::{load_secrets, masker_for};
 use super::spec::bind;
-use super::{Ctx, NotRun};
+use super::{Ctx, NoResult, NotRun};
 use bollard::models::Mount;
+use nix::fcntl::{Flock, FlockArg};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vault_core::checkout::{Checkout, CheckoutConfig, CheckoutOutcome, Kept, Pushed, Refusal};
-use vault_core::{Action, ActionResult, Status};
+use vault_core::{Action, ActionId, ActionResult, Status};
 use vault_git::code::{self, CodeError, Limits, Oid, Workspace};
 use vault_git::{Credentials, RepoUrl};
 
@@ -283,9 +284,47 @@ fn kept_until(dir: &Path) -> Option<Option<u64>> {
     }
 }
 
+/// `<cache>/checkouts/.locks/<id>`: the lock a run-action holds on the
+/// workspace of `id` (not a valid id, so never taken for a workspace).
+fn lock_path(cache: &Path, id: &str) -> PathBuf {
+    checkouts_dir(cache).join(".locks").join(id)
+}
+
+/// Take the workspace lock of `id`, or say who has it.
+pub(super) fn lock(cache: &Path, id: &ActionId) -> Result<Flock<std::fs::File>, NoResult> {
+    let path = lock_path(cache, id.as_str());
+    let failed = |e: std::io::Error| {
+        NoResult::Busy(format!(
+            "cannot take the workspace lock {}: {e}; nothing was started",
+            path.display()
+        ))
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(failed)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(failed)?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        nix::errno::Errno::EWOULDBLOCK => NoResult::Busy(format!(
+            "another run-action is working on this action's checkout ({} is locked); nothing was started or recorded",
+            path.display()
+        )),
+        e => failed(std::io::Error::from(e)),
+    })
+}
+
 /// `run-action rm <id>`: the result is recorded, so the workspace goes,
-/// unless it is kept for inspection.
+/// unless it is kept for inspection. Its lock goes either way: the id runs
+/// no more.
 pub fn remove_recorded(cache: &Path, id: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(lock_path(cache, id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let dir = workspace_dir(cache, id);
     if kept_until(&dir).is_some() {
         return Ok(());
@@ -309,6 +348,10 @@ pub fn sweep(
     for e in entries.flatten() {
         let dir = e.path();
         let id = e.file_name().to_string_lossy().into_owned();
+        // `.locks` and anything else that is no workspace of an id.
+        if id.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let due = match kept_until(&dir) {
             Some(until) => until.is_some_and(|u| u <= now),
             None => orphans_older.is_some_and(|age| {
@@ -372,5 +415,25 @@ mod tests {
         );
         let (removed, _) = sweep(cache.path(), Some(Duration::ZERO), &mut |_| true);
         assert_eq!(removed, ["orphan"]);
+    }
+
+    #[test]
+    fn one_run_action_at_a_time_per_workspace_and_rm_drops_the_lock() {
+        let cache = tempfile::tempdir().unwrap();
+        let id = ActionId::parse("a1").unwrap();
+        let held = lock(cache.path(), &id).unwrap();
+        let busy = lock(cache.path(), &id).err().unwrap();
+        assert!(matches!(busy, NoResult::Busy(_)), "{busy}");
+        assert!(busy.to_string().contains("another run-action"), "{busy}");
+        assert!(lock(cache.path(), &ActionId::parse("a2").unwrap()).is_ok());
+        let (removed, failed) = sweep(cache.path(), Some(Duration::ZERO), &mut |_| true);
+        assert!(
+            removed.is_empty() && failed.is_empty(),
+            "the locks are no workspaces"
+        );
+        drop(held);
+        assert!(lock(cache.path(), &id).is_ok());
+        remove_recorded(cache.path(), "a1").unwrap();
+        assert!(!lock_path(cache.path(), "a1").exists());
     }
 }
