@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vault_e2e::*;
-use vault_testkit::{git, unique, wait_until, GitDaemon, OpsRepo, SecretStore, Testbed};
+use vault_testkit::{
+    bin, git, run_with, unique, wait_until, GitDaemon, OpsRepo, SecretStore, Testbed,
+};
 
 /// A code repo served by `daemon` at `code/<name>.git`, with a scratch
 /// clone to commit to it.
@@ -131,7 +133,7 @@ struct Bench {
     secrets: SecretStore,
     canary: String,
     site: Site,
-    _conf_dir: tempfile::TempDir,
+    conf_dir: tempfile::TempDir,
 }
 
 fn bench() -> Bench {
@@ -156,7 +158,7 @@ fn bench() -> Bench {
         secrets,
         canary,
         site,
-        _conf_dir: conf_dir,
+        conf_dir,
     }
 }
 
@@ -423,6 +425,32 @@ fn a_writable_workspace_is_pushed_as_a_tag_a_lost_race_is_kept_and_a_secret_is_n
     }
     assert_eq!(creates(&tag, since), 1);
     assert_eq!(creates(&race, since), 1);
+
+    // `run-action sweep`: a kept workspace goes once its time is up, and an
+    // orphan (no container) once older than the retention (0 s here); the
+    // locks folder is no workspace.
+    std::fs::write(kept.join("kept-until"), "1\n").unwrap();
+    let orphan = b
+        .site
+        .cache
+        .path()
+        .join("checkouts")
+        .join(unique("co-orphan"));
+    std::fs::create_dir_all(orphan.join("work")).unwrap();
+    let conf = b.conf_dir.path().join("sweep.toml");
+    std::fs::write(&conf, "keep_failed_s = 0\n").unwrap();
+    let out = run_with(
+        std::process::Command::new(bin("run-action"))
+            .arg("sweep")
+            .env("VAULT_CACHE", b.site.cache.path())
+            .env("VAULT_CHECKOUT_CONFIG", &conf),
+        b"",
+        Duration::from_secs(60),
+    );
+    out.success();
+    assert!(!kept.exists(), "{}", out.stderr);
+    assert!(!orphan.exists(), "{}", out.stderr);
+    assert!(b.site.cache.path().join("checkouts/.locks").is_dir());
     let _ = (&b.tb, &b.secrets);
 }
 
