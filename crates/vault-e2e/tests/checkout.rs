@@ -560,3 +560,99 @@ fn a_resumed_run_reattaches_to_its_workspace_and_pushes_from_it() {
     assert_eq!(creates(&id, since), 1, "started once");
     assert!(!ws.exists(), "removed once the result was recorded");
 }
+
+#[test]
+fn an_https_checkout_uses_the_configured_token_and_never_shows_it() {
+    let _g = shared_dockerd();
+    let token = format!("tok-{}", unique("https"));
+    let server = vault_testkit::HttpsGit::start(&token);
+    // The code repo, under the server's root, filled through its path.
+    let name = format!("{}.git", unique("code"));
+    let bare = server.base.path().join(&name);
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    git(&bare, &["config", "http.receivepack", "true"]);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(work.path().join("VERSION"), "5.0.0\n").unwrap();
+    git(work.path(), &["add", "-A"]);
+    git(work.path(), &["commit", "-q", "--no-gpg-sign", "-m", "v5"]);
+    git(work.path(), &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let reviewed = git(work.path(), &["rev-parse", "HEAD"]);
+
+    let tb = Testbed::get();
+    let ops = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let with_token = conf_dir.path().join("with-token.toml");
+    std::fs::write(
+        &with_token,
+        format!(
+            "[[repos]]\nprefix = \"{}/\"\ntoken_file = \"{}\"\npush = [\"refs/tags/v*\"]\n",
+            server.url(),
+            server.token_file.display()
+        ),
+    )
+    .unwrap();
+    let without = conf_dir.path().join("without.toml");
+    std::fs::write(
+        &without,
+        format!("[[repos]]\nprefix = \"{}/\"\n", server.url()),
+    )
+    .unwrap();
+    let site = |conf: &Path, host: &str| {
+        let mut s = Site::new(&tb, &ops.url, &secrets, host);
+        s.extra_env
+            .push(("VAULT_CHECKOUT_CONFIG".into(), conf.display().to_string()));
+        s.extra_env
+            .push(("SSL_CERT_FILE".into(), server.ca.display().to_string()));
+        s
+    };
+    let url = format!("{}/{name}", server.url());
+    let (good, denied) = (unique("co-https"), unique("co-noauth"));
+    let checkout = serde_json::json!({"repo": url, "commit": reviewed, "writable": true,
+                                      "push": {"ref": "refs/tags/v5.0.0"}});
+    ops.land_action(
+        &denied,
+        &checkout_action(
+            &denied,
+            &[],
+            "true",
+            serde_json::json!({"repo": url, "commit": reviewed}),
+        ),
+    );
+    let out = site(&without, "host-noauth").once();
+    let r = ops.result(&denied).expect("result recorded");
+    assert_eq!(r["status"], "error", "{r}\n{}", out.stderr);
+    assert!(r["error"].as_str().unwrap().contains("password"), "{r}");
+
+    ops.land_action(
+        &good,
+        &checkout_action(
+            &good,
+            &[],
+            "cat /workspace/VERSION; date > /workspace/STAMP",
+            checkout,
+        ),
+    );
+    let out = site(&with_token, "host-https").once();
+    let r = ops.result(&good).expect("result recorded");
+    assert_eq!(r["status"], "succeeded", "{r}\n{}", out.stderr);
+    assert!(r["logs"].as_str().unwrap().contains("5.0.0"), "{r}");
+    let pushed = r["checkout"]["pushed"]["commit"].as_str().unwrap();
+    assert_eq!(git(&bare, &["rev-parse", "refs/tags/v5.0.0"]), pushed);
+    let result_file = ops
+        .show(&format!("vault/actions/{good}.result.json"))
+        .unwrap();
+    for text in [&out.stdout, &out.stderr, &result_file] {
+        assert!(!text.contains(&token), "the token was shown");
+    }
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|l| l.contains("git-receive-pack")),
+        "{:?}",
+        server.requests()
+    );
+}

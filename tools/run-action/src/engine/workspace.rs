@@ -87,7 +87,14 @@ pub(super) fn prepare(
     let (url, creds, limits) = connect(c, ctx.checkout)?;
     let dir = workspace_dir(ctx.cache, action.id.as_str());
     let ws = Workspace::fetch(&dir, &url, &creds, pinned(c)?, limits).map_err(|e| {
-        let why = format!("checkout of {} at {}: {e}", url.display(), c.commit);
+        // The shared credential text names the ops repo's flags.
+        let hint = match &e {
+            CodeError::Git(vault_git::GitError::Auth { .. }) => {
+                " (the credential is the token_file or ssh_key of the repo's entry in the checkout config)"
+            }
+            _ => "",
+        };
+        let why = format!("checkout of {} at {}: {e}{hint}", url.display(), c.commit);
         if e.is_refusal() {
             NotRun::rejected(why)
         } else {
