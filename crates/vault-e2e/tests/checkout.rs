@@ -488,7 +488,15 @@ fn a_checkout_too_big_or_with_a_submodule_is_rejected_and_leaves_nothing() {
     git(w, &["commit", "-q", "--no-gpg-sign", "-m", "a submodule"]);
     git(w, &["push", "-q", "origin", "sub"]);
     let sub = git(w, &["rev-parse", "HEAD"]);
-    let (too_big, with_sub) = (unique("co-big"), unique("co-sub"));
+    // `small` is no branch tip any more, and this server sends a commit
+    // asked for by id: only its objects come, the big branch does not count.
+    git(w, &["checkout", "-q", "main"]);
+    b.code.commit("main", &[("README", "later\n")], "later");
+    git(
+        &b.code.bare,
+        &["config", "uploadpack.allowReachableSHA1InWant", "true"],
+    );
+    let (too_big, with_sub, by_id) = (unique("co-big"), unique("co-sub"), unique("co-byid"));
     let since = now_s();
     let pin = |c: &str| serde_json::json!({"repo": b.code.url, "commit": c});
     b.ops.land_actions(&[
@@ -499,6 +507,10 @@ fn a_checkout_too_big_or_with_a_submodule_is_rejected_and_leaves_nothing() {
         (
             with_sub.as_str(),
             checkout_action(&with_sub, &[], "true", pin(&sub)),
+        ),
+        (
+            by_id.as_str(),
+            checkout_action(&by_id, &[], "cat /workspace/README", pin(&small)),
         ),
     ]);
     let out = b.site.once();
@@ -515,6 +527,9 @@ fn a_checkout_too_big_or_with_a_submodule_is_rejected_and_leaves_nothing() {
             "nothing left on disk"
         );
     }
+    let r = b.ops.result(&by_id).expect("result recorded");
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert!(r["logs"].as_str().unwrap().contains("small"), "{r}");
 }
 
 #[test]
