@@ -105,12 +105,13 @@ fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
         .build()
         .map_err(Failed::Runtime)?;
     // A checkout config that cannot be used stops the tool before anything
-    // is read or run: it never runs as if unset.
-    let checkout = match cli.checkout_config.as_deref() {
+    // is read or run: it never runs as if unset. (`rm` does not read it: a
+    // kept workspace carries its own end of retention.)
+    let checkout = || match cli.checkout_config.as_deref() {
         Some(p) if !p.as_os_str().is_empty() => {
-            Some(CheckoutConfig::load(p).map_err(Failed::Checkout)?)
+            CheckoutConfig::load(p).map(Some).map_err(Failed::Checkout)
         }
-        _ => None,
+        _ => Ok(None),
     };
     match &cli.command {
         Some(cli::Command::Rm { id }) => {
@@ -121,11 +122,9 @@ fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
             };
         }
         Some(cli::Command::Sweep) => {
-            let keep = checkout
-                .as_ref()
-                .map_or(vault_core::checkout::DEFAULT_KEEP_FAILED_S, |c| {
-                    c.keep_failed_s
-                });
+            let keep = checkout()?.map_or(vault_core::checkout::DEFAULT_KEEP_FAILED_S, |c| {
+                c.keep_failed_s
+            });
             let retention = std::time::Duration::from_secs(keep);
             return match runtime.block_on(engine::sweep_workspaces(&cache, retention)) {
                 Ok(()) => Ok(Exit::Ok),
@@ -134,6 +133,7 @@ fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
         }
         None => {}
     }
+    let checkout = checkout()?;
     let dispatcher = DispatcherId::or_host(cli.run.dispatcher_id.clone())
         .map_err(Failed::Dispatcher)?
         .to_string();
