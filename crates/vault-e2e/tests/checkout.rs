@@ -671,3 +671,57 @@ fn an_https_checkout_uses_the_configured_token_and_never_shows_it() {
         server.requests()
     );
 }
+
+#[test]
+fn a_server_that_never_answers_is_an_error_within_the_fetch_timeout() {
+    let _g = shared_dockerd();
+    // Accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let tb = Testbed::get();
+    let ops = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("checkout.toml");
+    std::fs::write(
+        &conf,
+        format!("fetch_timeout_s = 3\n[[repos]]\nprefix = \"git://127.0.0.1:{port}/\"\n"),
+    )
+    .unwrap();
+    let mut site = Site::new(&tb, &ops.url, &secrets, "host-silent");
+    site.extra_env
+        .push(("VAULT_CHECKOUT_CONFIG".into(), conf.display().to_string()));
+    let id = unique("co-silent");
+    let since = now_s();
+    ops.land_action(
+        &id,
+        &checkout_action(
+            &id,
+            &[],
+            "true",
+            serde_json::json!({"repo": format!("git://127.0.0.1:{port}/code.git"),
+                               "commit": "0123456789abcdef0123456789abcdef01234567"}),
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = site.once();
+    let r = ops.result(&id).expect("result recorded");
+    assert_eq!(r["status"], "error", "{r}\n{}", out.stderr);
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains("the fetch took longer than the 3 s allowed"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "bounded by the fetch timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(creates(&id, since), 0);
+}
