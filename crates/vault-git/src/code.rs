@@ -287,7 +287,10 @@ impl Workspace {
             .repo
             .find_commit(self.pinned)
             .map_err(git("cannot read the pinned commit"))?;
-        let tree = tree.unwrap_or(empty_tree(&self.repo)?);
+        let tree = match tree {
+            Some(t) => t,
+            None => empty_tree(&self.repo)?,
+        };
         let result = if tree == pinned.tree_id() {
             self.pinned
         } else {
@@ -474,7 +477,6 @@ impl Workspace {
             .map_err(git("cannot create the push ref"))?;
         let moved = Cell::new(None);
         let rejected: RefCell<Option<String>> = RefCell::new(None);
-        let late = Cell::new(false);
         let result = {
             let mut cb = callbacks(creds);
             cb.push_negotiation(|updates| {
@@ -489,11 +491,6 @@ impl Workspace {
                     *rejected.borrow_mut() = Some(s.to_string());
                 }
                 Ok(())
-            });
-            cb.push_transfer_progress(|_, _, _| {
-                if Instant::now() > deadline {
-                    late.set(true);
-                }
             });
             let mut po = PushOptions::new();
             po.remote_callbacks(cb);
@@ -516,15 +513,6 @@ impl Workspace {
         }
         if let Some(status) = rejected.into_inner() {
             return Err(refused(format!("the server refused it: {status}")));
-        }
-        if late.get() {
-            vault_core::report(
-                "run-action",
-                format_args!(
-                    "warning: the push of {refname} took longer than {} s",
-                    limits.timeout.as_secs()
-                ),
-            );
         }
         Ok(Pushed::Updated)
     }
