@@ -155,21 +155,18 @@ impl Workspace {
         // The commit itself first (servers that allow it send only what it
         // needs); else a ref the server advertises at that very commit;
         // else every branch and tag, and the commit must be among what came.
-        let by_id = vec![format!("{commit}:{PINNED}")];
-        let mut tips: Option<Vec<String>> = None;
         let mut last = None;
-        for attempt in 0..2 {
+        for by_id in [true, false] {
             if Instant::now() > deadline {
                 return Err(CodeError::TimedOut {
                     what: "fetch",
                     secs: limits.timeout.as_secs(),
                 });
             }
-            let specs = match attempt {
-                0 => by_id.clone(),
-                _ => tips
-                    .get_or_insert_with(|| advertised_at(&repo, url, creds, commit))
-                    .clone(),
+            let specs = if by_id {
+                vec![format!("{commit}:{PINNED}")]
+            } else {
+                advertised_at(&repo, url, creds, commit)
             };
             last = match download(&repo, url, creds, &specs, limits, deadline) {
                 Ok(()) => None,
