@@ -71,6 +71,10 @@ pub struct Action {
     /// not started (`rejected`, approval expired).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
+    /// Run against this exact commit of a code repository, fetched by the
+    /// dispatcher and mounted at its `path` ([`crate::checkout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<crate::checkout::Checkout>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +133,8 @@ pub enum ActionError {
     DuplicateKey { key: String, path: String },
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error(transparent)]
+    Checkout(#[from] crate::checkout::CheckoutError),
 }
 
 impl Action {
@@ -213,6 +219,9 @@ impl Action {
         }
         if let Some(s) = SecretName::first_duplicate(&self.secrets) {
             return Err(ActionError::DuplicateSecret(s.to_string()));
+        }
+        if let Some(c) = &self.checkout {
+            c.validate()?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 pub mod action;
 pub mod admit;
 pub mod approval;
+pub mod checkout;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod exit;

@@ -101,6 +101,10 @@ pub struct ActionResult {
     /// [`crate::approval`]); readers that predate it ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::approval::Approval>,
+    /// The code checkout the action ran against ([`crate::checkout`]):
+    /// the commit mounted, the ref and commit pushed, a kept workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<crate::checkout::CheckoutOutcome>,
 }
 
 impl ActionResult {
@@ -122,6 +126,7 @@ impl ActionResult {
             logs: None,
             error: None,
             approval: None,
+            checkout: None,
         }
     }
 

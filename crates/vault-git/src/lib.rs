@@ -36,6 +36,7 @@ use tls::load_ca_bundle;
 use vault_core::RepoConfig;
 
 mod archive;
+pub mod code;
 mod credentials;
 mod fetch;
 mod push;
@@ -283,70 +284,92 @@ impl Ops {
     }
 
     pub(crate) fn callbacks(&self) -> RemoteCallbacks<'_> {
-        let mut cb = RemoteCallbacks::new();
-        let mut attempts = 0u32;
-        let creds = &self.creds;
-        cb.credentials(move |_url, user, allowed| {
-            attempts += 1;
-            if attempts > 4 {
-                return Err(auth_error("the server refused every credential offered"));
-            }
-            if allowed.contains(CredentialType::USERNAME) {
-                return git2::Cred::username(user.unwrap_or("git"));
-            }
-            if allowed.contains(CredentialType::SSH_KEY) {
-                let user = user.unwrap_or("git");
-                return match &creds.ssh_key {
-                    Some(k) => git2::Cred::ssh_key(user, None, k, None),
-                    None if attempts <= 1 => git2::Cred::ssh_key_from_agent(user),
-                    None => Err(auth_error(
-                        "the ssh-agent has no accepted key: give --ssh-key (VAULT_SSH_KEY)",
-                    )),
-                };
-            }
-            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-                return match &creds.token {
-                    Some(t) if attempts <= 1 => git2::Cred::userpass_plaintext(
-                        user.unwrap_or("x-access-token"),
-                        t.expose_secret(),
-                    ),
-                    Some(_) => Err(auth_error("the token was refused")),
-                    None => Err(auth_error(
-                        "the server asks for a password: give --token-file (VAULT_TOKEN_FILE)",
-                    )),
-                };
-            }
-            Err(auth_error(
-                "the server asks for a kind of credential vault-dispatch does not offer",
-            ))
-        });
-        cb
+        callbacks(&self.creds)
     }
 
     pub(crate) fn classify(&self, e: git2::Error) -> GitError {
-        let url = self.url.display();
-        let message = e.message().replace(['\n', '\r'], " ");
-        if e.code() == ErrorCode::Certificate {
-            return if e.class() == ErrorClass::Ssh {
-                GitError::UnknownHostKey { url, message }
-            } else {
-                GitError::UntrustedCertificate { url, message }
+        classify(&self.url, e)
+    }
+}
+
+/// Remote callbacks offering `creds` (an ssh key, else the agent; a token
+/// as the https password), each at most once.
+pub(crate) fn callbacks(creds: &Credentials) -> RemoteCallbacks<'_> {
+    let mut cb = RemoteCallbacks::new();
+    let mut attempts = 0u32;
+    cb.credentials(move |_url, user, allowed| {
+        attempts += 1;
+        if attempts > 4 {
+            return Err(auth_error("the server refused every credential offered"));
+        }
+        if allowed.contains(CredentialType::USERNAME) {
+            return git2::Cred::username(user.unwrap_or("git"));
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            let user = user.unwrap_or("git");
+            return match &creds.ssh_key {
+                Some(k) => git2::Cred::ssh_key(user, None, k, None),
+                None if attempts <= 1 => git2::Cred::ssh_key_from_agent(user),
+                None => Err(auth_error(
+                    "the ssh-agent has no accepted key: give --ssh-key (VAULT_SSH_KEY)",
+                )),
             };
         }
-        if e.code() == ErrorCode::Auth {
-            return GitError::Auth { url, message };
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            return match &creds.token {
+                Some(t) if attempts <= 1 => git2::Cred::userpass_plaintext(
+                    user.unwrap_or("x-access-token"),
+                    t.expose_secret(),
+                ),
+                Some(_) => Err(auth_error("the token was refused")),
+                None => Err(auth_error(
+                    "the server asks for a password: give --token-file (VAULT_TOKEN_FILE)",
+                )),
+            };
         }
-        let unreachable = matches!(
-            e.class(),
-            ErrorClass::Net | ErrorClass::Os | ErrorClass::Ssh | ErrorClass::Http | ErrorClass::Ssl
-        ) || (self.url.is_local() && e.code() == ErrorCode::NotFound);
-        if unreachable {
-            GitError::Unreachable { url, message }
-        } else {
-            GitError::Git {
-                context: format!("git operation on {url} failed"),
-                source: e,
+        Err(auth_error(
+            "the server asks for a kind of credential vault-dispatch does not offer",
+        ))
+    });
+    cb
+}
+
+/// Sort a libgit2 error about `url` into the kinds the tools act on.
+pub(crate) fn classify(url: &RepoUrl, e: git2::Error) -> GitError {
+    let shown = url.display();
+    let message = e.message().replace(['\n', '\r'], " ");
+    if e.code() == ErrorCode::Certificate {
+        return if e.class() == ErrorClass::Ssh {
+            GitError::UnknownHostKey {
+                url: shown,
+                message,
             }
+        } else {
+            GitError::UntrustedCertificate {
+                url: shown,
+                message,
+            }
+        };
+    }
+    if e.code() == ErrorCode::Auth {
+        return GitError::Auth {
+            url: shown,
+            message,
+        };
+    }
+    let unreachable = matches!(
+        e.class(),
+        ErrorClass::Net | ErrorClass::Os | ErrorClass::Ssh | ErrorClass::Http | ErrorClass::Ssl
+    ) || (url.is_local() && e.code() == ErrorCode::NotFound);
+    if unreachable {
+        GitError::Unreachable {
+            url: shown,
+            message,
+        }
+    } else {
+        GitError::Git {
+            context: format!("git operation on {shown} failed"),
+            source: e,
         }
     }
 }

@@ -32,17 +32,37 @@ pub struct Cli {
     /// (`<cache>/run/<id>/action.json`).
     #[arg(long, env = "VAULT_CACHE", global = true)]
     pub cache: Option<PathBuf>,
+
+    /// Code checkouts (TOML, on this host): the repo URL prefixes an
+    /// action's `checkout` may name, each with its credential and the refs
+    /// it may push; the size cap, fetch timeout and how long a workspace
+    /// whose push failed is kept. Unset: an action with a checkout is
+    /// rejected.
+    #[arg(
+        long,
+        env = "VAULT_CHECKOUT_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
+    pub checkout_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Remove the exited container `vault-<id>` and its action file, once
+    /// Remove the exited container `vault-<id>`, its action file and its
+    /// code workspace (unless kept for inspection after a failed push), once
     /// the result is durably recorded (the run-ledger record stays). Refuses
     /// a running container; exits 0 also when it is already gone.
     Rm {
         /// The action id.
         id: String,
     },
+    /// Remove code workspaces (`<cache>/checkouts/<id>`) kept for
+    /// inspection once their time is up, and those older than the
+    /// retention whose container is gone (a run that never got as far as
+    /// its result). Exit 0, 1 if one could not be removed, 4 if the daemon
+    /// is unreachable (then only kept ones are swept).
+    Sweep,
 }
 
 #[derive(Debug, Args)]

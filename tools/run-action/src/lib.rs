@@ -7,8 +7,8 @@
 //!
 //! Exit status: 0 the action succeeded; 5 a result line was printed whose
 //! status is not `succeeded`; 1 no result line could be printed (stdin held
-//! no line naming a valid id, the run ledger cannot be read, or stdout
-//! failed); 2 usage.
+//! no line naming a valid id, the run ledger cannot be read, another
+//! run-action holds the action's code workspace, or stdout failed); 2 usage.
 //!
 //! At most once: before a container is created its start is recorded in
 //! the run ledger (`<cache>/ledger/<id>.json`, fsynced). An id with a
@@ -37,8 +37,8 @@ pub mod policy;
 
 use clap::Parser;
 use std::process::ExitCode;
+use vault_core::checkout::CheckoutConfig;
 use vault_core::jsonl::{self, Writer};
-use vault_core::ledger::LedgerError;
 use vault_core::{ActionId, ActionResult, DispatcherId, Exit, ScanLine, Status};
 
 const TOOL: &str = "run-action";
@@ -54,7 +54,8 @@ pub fn run() -> ExitCode {
 /// Why run-action ends without printing a result line (`rm`: without
 /// removing the container). Reported, and given its exit code, by
 /// [`vault_core::exit::exit_for`] alone. Each text is the whole report line:
-/// no variant has a source (a [`LedgerError`] already says its cause).
+/// no variant has a source (a [`vault_core::ledger::LedgerError`] already
+/// says its cause).
 #[derive(Debug, thiserror::Error)]
 enum Failed {
     #[error("cannot start the async runtime: {0}")]
@@ -68,11 +69,15 @@ enum Failed {
     #[error("{0}")]
     NoScanLine(String),
     #[error("{id}: {err}")]
-    Ledger { id: ActionId, err: LedgerError },
+    NoResult { id: ActionId, err: engine::NoResult },
     #[error("cannot write the result: {0}")]
     Write(std::io::Error),
     #[error("{0}")]
     Admission(vault_core::admit::AdmitError),
+    #[error("{0}")]
+    Checkout(vault_core::checkout::ConfigError),
+    #[error("sweep: {0}")]
+    Sweep(engine::RmError),
 }
 
 impl Failed {
@@ -83,7 +88,8 @@ impl Failed {
             Failed::Rm {
                 err: engine::RmError::Unreachable(_),
                 ..
-            } => Some(Exit::RetryLater),
+            }
+            | Failed::Sweep(engine::RmError::Unreachable(_)) => Some(Exit::RetryLater),
             _ => None,
         }
     }
@@ -98,13 +104,36 @@ fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
         .enable_all()
         .build()
         .map_err(Failed::Runtime)?;
-    if let Some(cli::Command::Rm { id }) = &cli.command {
-        let id = ActionId::parse(id).map_err(Failed::RmId)?;
-        return match runtime.block_on(engine::rm(&cache, &id)) {
-            Ok(()) => Ok(Exit::Ok),
-            Err(err) => Err(Failed::Rm { id, err }),
-        };
+    // A checkout config that cannot be used stops the tool before anything
+    // is read or run: it never runs as if unset. (`rm` does not read it: a
+    // kept workspace carries its own end of retention.)
+    let checkout = || match cli.checkout_config.as_deref() {
+        Some(p) if !p.as_os_str().is_empty() => {
+            CheckoutConfig::load(p).map(Some).map_err(Failed::Checkout)
+        }
+        _ => Ok(None),
+    };
+    match &cli.command {
+        Some(cli::Command::Rm { id }) => {
+            let id = ActionId::parse(id).map_err(Failed::RmId)?;
+            return match runtime.block_on(engine::rm(&cache, &id)) {
+                Ok(()) => Ok(Exit::Ok),
+                Err(err) => Err(Failed::Rm { id, err }),
+            };
+        }
+        Some(cli::Command::Sweep) => {
+            let keep = checkout()?.map_or(vault_core::checkout::DEFAULT_KEEP_FAILED_S, |c| {
+                c.keep_failed_s
+            });
+            let retention = std::time::Duration::from_secs(keep);
+            return match runtime.block_on(engine::sweep_workspaces(&cache, retention)) {
+                Ok(()) => Ok(Exit::Ok),
+                Err(err) => Err(Failed::Sweep(err)),
+            };
+        }
+        None => {}
     }
+    let checkout = checkout()?;
     let dispatcher = DispatcherId::or_host(cli.run.dispatcher_id.clone())
         .map_err(Failed::Dispatcher)?
         .to_string();
@@ -118,10 +147,11 @@ fn dispatch(cli: &cli::Cli) -> Result<Exit, Failed> {
                 admission: &admission,
                 cache: &cache,
                 dispatcher: &dispatcher,
+                checkout: checkout.as_ref(),
             };
             match runtime.block_on(engine::execute(&scan, &ctx)) {
                 Ok(r) => r,
-                Err(err) => return Err(Failed::Ledger { id: scan.id, err }),
+                Err(err) => return Err(Failed::NoResult { id: scan.id, err }),
             }
         }
         Err(Unusable::Refused(result)) => {

@@ -107,6 +107,9 @@ impl Run<'_> {
                 r.error = Some(format!("{why} (container {cid})"));
             }
         }
+        if let Some((a, c)) = self.action.and_then(|a| Some((a, a.checkout.as_ref()?))) {
+            super::workspace::conclude(&mut r, a, c, ctx);
+        }
         if matches!(r.status, Status::Error) {
             vault_core::report(
                 "run-action",

@@ -19,11 +19,13 @@ mod rm;
 mod run;
 mod spec;
 mod supervise;
+mod workspace;
 
 pub use docker::{connect, connect_engine, engine_of, inspect, is_ours, remove, Engine};
 pub use readback::{unapplied, Unapplied};
-pub use rm::{rm, RmError};
-pub use spec::{container_config, run_dir, ACTION_TARGET, SECRETS_TARGET};
+pub use rm::{rm, sweep_workspaces, RmError};
+pub use spec::{container_config, run_dir, Binds, ACTION_TARGET, SECRETS_TARGET};
+pub use workspace::{checkouts_dir, remove_recorded, sweep, workspace_dir};
 
 /// How long an unreachable daemon is waited for after the runner started,
 /// before the outcome is given up as unreadable.
@@ -52,6 +54,9 @@ pub struct Ctx<'a> {
     pub admission: &'a Admission,
     pub cache: &'a Path,
     pub dispatcher: &'a str,
+    /// The dispatcher's checkout configuration (`VAULT_CHECKOUT_CONFIG`);
+    /// without it an action with a `checkout` is refused.
+    pub checkout: Option<&'a vault_core::checkout::CheckoutConfig>,
 }
 
 /// Why an action ends without an outcome read from its container: what is
@@ -88,6 +93,11 @@ impl NotRun {
         NotRun::new(Status::Abandoned, error)
     }
 
+    /// The reason recorded.
+    pub(super) fn why(&self) -> &str {
+        &self.error
+    }
+
     pub(super) fn with_container(mut self, container: ContainerInfo) -> Self {
         self.container = Some(container);
         self
@@ -106,12 +116,24 @@ impl NotRun {
     }
 }
 
+/// Why [`execute`] yields no result at all (nothing is decided, so nothing
+/// may be recorded: the action stays claimed for the next cycle).
+#[derive(Debug, thiserror::Error)]
+pub enum NoResult {
+    /// The run ledger cannot be read or written.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Another run-action of this id holds its code workspace right now.
+    #[error("{0}")]
+    Busy(String),
+}
+
 /// How [`run`] ends when it yields no outcome.
 enum Stop {
     /// Recorded as the result.
     NotRun(NotRun),
-    /// No result: the run ledger cannot be read.
-    Ledger(LedgerError),
+    /// No result.
+    NoResult(NoResult),
 }
 
 impl From<NotRun> for Stop {
@@ -122,18 +144,18 @@ impl From<NotRun> for Stop {
 
 impl From<LedgerError> for Stop {
     fn from(e: LedgerError) -> Self {
-        Stop::Ledger(e)
+        Stop::NoResult(NoResult::Ledger(e))
     }
 }
 
 /// Run (or resume) the action of `scan`. Yields a result, or an error when
 /// the run ledger cannot be read (then nothing was started and nothing may
 /// be decided: no result line).
-pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, LedgerError> {
+pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, NoResult> {
     match run(scan, ctx).await {
         Ok(r) => Ok(r),
         Err(Stop::NotRun(n)) => Ok(n.record(scan, ctx.dispatcher)),
-        Err(Stop::Ledger(e)) => Err(e),
+        Err(Stop::NoResult(e)) => Err(e),
     }
 }
 
@@ -143,6 +165,13 @@ async fn run(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Stop> {
         (Some(_), _) => None,
         (None, Ok(a)) => Some(a),
         (None, Err(e)) => return Err(NotRun::rejected(format!("invalid action: {e}")).into()),
+    };
+    // One run-action at a time per code workspace, from before the fetch
+    // to after the push: a second one (started by hand, say) would replace
+    // the files under the first one's container.
+    let _workspace = match action.and_then(|a| a.checkout.as_ref()) {
+        Some(_) => Some(workspace::lock(ctx.cache, &scan.id).map_err(Stop::NoResult)?),
+        None => None,
     };
     let ledger = Ledger::new(ctx.cache);
     let record = ledger.lookup(&scan.id)?;

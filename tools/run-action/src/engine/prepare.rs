@@ -42,6 +42,9 @@ pub(super) fn preflight(
         return Err(NotRun::rejected(policy::Refusal::Image(image)));
     }
     let limits = policy::limits(action, cfg).map_err(NotRun::rejected)?;
+    if let Some(c) = &action.checkout {
+        super::workspace::admit(c, ctx.checkout)?;
+    }
     Ok((image, limits))
 }
 

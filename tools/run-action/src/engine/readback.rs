@@ -364,7 +364,7 @@ pub(super) fn join_what(u: &[&Unapplied]) -> String {
 mod tests {
     use super::*;
     use crate::config::RunConfig;
-    use crate::engine::{container_config, Ctx, Engine};
+    use crate::engine::{container_config, Binds, Ctx, Engine};
     use crate::policy;
     use serde_json::json;
     use std::path::Path;
@@ -384,14 +384,18 @@ mod tests {
             admission: &admission,
             cache: Path::new("/cache"),
             dispatcher: "d",
+            checkout: None,
         };
         container_config(
             &action,
             "img",
             &limits,
             &ctx,
-            Some(Path::new("/secrets/x")),
-            Path::new("/cache/run/a1/action.json"),
+            Binds {
+                secrets_dir: Some(Path::new("/secrets/x")),
+                action_file: Path::new("/cache/run/a1/action.json"),
+                workspace: None,
+            },
             engine,
         )
     }

@@ -75,16 +75,35 @@ impl Run<'_> {
         };
         let action_file = write_action_file(ctx.cache, action)
             .map_err(|e| NotRun::error(format!("cannot write the action file: {e}")))?;
+        // The code checkout, fetched now: before the start record, so
+        // that a fetch that fails leaves the id unspent (see workspace.rs).
+        let workspace = match &action.checkout {
+            Some(c) => match super::workspace::prepare(action, c, ctx, engine) {
+                Ok(m) => Some(m),
+                Err(n) => {
+                    let _ = std::fs::remove_dir_all(run_dir(ctx.cache, action.id.as_str()));
+                    return Err(n);
+                }
+            },
+            None => None,
+        };
+        // Nothing of this run is left behind when the container never starts.
         let cleanup_action_file = || {
             let _ = std::fs::remove_dir_all(run_dir(ctx.cache, action.id.as_str()));
+            if action.checkout.is_some() {
+                super::workspace::discard(ctx.cache, action.id.as_str());
+            }
         };
         let config = container_config(
             action,
             &image,
             &limits,
             ctx,
-            secrets_dir,
-            &action_file,
+            super::spec::Binds {
+                secrets_dir,
+                action_file: &action_file,
+                workspace,
+            },
             engine,
         );
         // What was asked, kept to check what the engine applied.
@@ -184,6 +203,9 @@ impl Run<'_> {
                 Ok(Some(c)) if !matches!(state_of(&c), Some(ContainerStateStatusEnum::CREATED) | None)
             );
             if !started {
+                if action.checkout.is_some() {
+                    super::workspace::discard(ctx.cache, action.id.as_str());
+                }
                 let why = format!("cannot start container {name}: {e}");
                 note_not_started(ledger, &scan.id, &why);
                 return Err(NotRun::error(why).with_container(container));

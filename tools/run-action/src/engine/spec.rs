@@ -28,16 +28,30 @@ pub(super) fn bind(source: &Path, target: &str) -> Mount {
     }
 }
 
+/// What is bound into the container from the host.
+pub struct Binds<'a> {
+    /// The secrets folder, read-only at [`SECRETS_TARGET`].
+    pub secrets_dir: Option<&'a Path>,
+    /// The action file, read-only at [`ACTION_TARGET`].
+    pub action_file: &'a Path,
+    /// The code workspace at the action's `checkout.path`.
+    pub workspace: Option<Mount>,
+}
+
 /// The container's configuration: everything locked down.
 pub fn container_config(
     action: &Action,
     image: &str,
     limits: &Limits,
     ctx: &Ctx<'_>,
-    secrets_dir: Option<&Path>,
-    action_file: &Path,
+    binds: Binds<'_>,
     engine: Engine,
 ) -> ContainerCreateBody {
+    let Binds {
+        secrets_dir,
+        action_file,
+        workspace,
+    } = binds;
     let id = action.id.as_str();
     let labels = HashMap::from([
         ("vault.managed".to_string(), "1".to_string()),
@@ -58,6 +72,7 @@ pub fn container_config(
         mounts.push(bind(dir, SECRETS_TARGET));
     }
     mounts.push(bind(action_file, ACTION_TARGET));
+    mounts.extend(workspace);
     let mut tmpfs = HashMap::from([(
         "/tmp".to_string(),
         "rw,noexec,nosuid,nodev,size=16m".to_string(),
