@@ -23,6 +23,9 @@ cargo build --workspace --locked
 # unprivileged user against rootless Podman.
 cargo build --release --locked
 scripts/base-image.sh
+# A Podman service left running from an earlier session can stop answering
+# attach requests (409 "preparing container for attach"): start a fresh one.
+scripts/rootless.sh down >/dev/null 2>&1 || true
 scripts/rootless.sh up >/dev/null
 VAULT_BIN_DIR=$PWD/target/debug cargo test --workspace --locked -- --test-threads="${VAULT_TEST_THREADS:-4}"
 # A test must not dirty the tree.
