@@ -18,7 +18,7 @@
 use crate::{callbacks, classify, Credentials, GitError, RepoUrl};
 use git2::{
     build::CheckoutBuilder, AutotagOption, Direction, FetchOptions, ObjectType, PushOptions,
-    Repository, Signature,
+    RemoteRedirect, Repository, Signature,
 };
 use std::cell::{Cell, RefCell};
 use std::os::unix::fs::PermissionsExt;
@@ -427,7 +427,7 @@ impl Workspace {
                 .remote_anonymous(url.as_git())
                 .map_err(|e| classify(url, e))?;
             let conn = remote
-                .connect_auth(Direction::Fetch, Some(callbacks(creds)), None)
+                .connect_auth(Direction::Fetch, Some(callbacks(creds, url)), None)
                 .map_err(|e| classify(url, e))?;
             let found = conn
                 .list()
@@ -475,7 +475,7 @@ impl Workspace {
         let moved = Cell::new(None);
         let rejected: RefCell<Option<String>> = RefCell::new(None);
         let result = {
-            let mut cb = callbacks(creds);
+            let mut cb = callbacks(creds, url);
             cb.push_negotiation(|updates| {
                 if let Some(u) = updates.iter().find(|u| u.src() != expected) {
                     moved.set(Some(u.src()));
@@ -490,7 +490,8 @@ impl Workspace {
                 Ok(())
             });
             let mut po = PushOptions::new();
-            po.remote_callbacks(cb);
+            po.remote_callbacks(cb)
+                .follow_redirects(RemoteRedirect::None);
             let mut remote = self
                 .repo
                 .remote_anonymous(url.as_git())
@@ -535,7 +536,7 @@ fn advertised_at(
     let at: Vec<String> = repo
         .remote_anonymous(url.as_git())
         .and_then(|mut remote| {
-            let conn = remote.connect_auth(Direction::Fetch, Some(callbacks(creds)), None)?;
+            let conn = remote.connect_auth(Direction::Fetch, Some(callbacks(creds, url)), None)?;
             let names = conn
                 .list()?
                 .iter()
@@ -569,7 +570,7 @@ fn download(
     let too_big = Cell::new(false);
     let late = Cell::new(false);
     let result = {
-        let mut cb = callbacks(creds);
+        let mut cb = callbacks(creds, url);
         cb.transfer_progress(|p| {
             if p.received_bytes() as u64 > limits.max_bytes {
                 too_big.set(true);
@@ -589,7 +590,8 @@ fn download(
         let mut fo = FetchOptions::new();
         fo.remote_callbacks(cb)
             .download_tags(AutotagOption::None)
-            .update_fetchhead(false);
+            .update_fetchhead(false)
+            .follow_redirects(RemoteRedirect::None);
         let mut remote = repo
             .remote_anonymous(url.as_git())
             .map_err(|e| classify(url, e))?;
@@ -819,5 +821,82 @@ mod tests {
             .unwrap();
         assert!(matches!(e, CodeError::NotInRepo { .. }), "{e}");
         assert!(!dir4.exists());
+    }
+
+    /// An http server at 127.0.0.1 that redirects every request to one at
+    /// 127.0.0.2, which asks for a password: the token never reaches the
+    /// second one.
+    #[test]
+    fn a_redirect_to_another_server_gets_no_credential() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::TcpListener;
+        use std::sync::{Arc, Mutex};
+        let Ok(other) = TcpListener::bind("127.0.0.2:0") else {
+            panic!("127.0.0.2 is not available on this host");
+        };
+        let other_port = other.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen2 = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for conn in other.incoming().flatten() {
+                // Every request of the connection (kept alive), each
+                // answered: a password is needed.
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                loop {
+                    let mut lines = 0;
+                    while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        seen2.lock().unwrap().push(line.trim().to_string());
+                        line.clear();
+                        lines += 1;
+                    }
+                    line.clear();
+                    if lines == 0 {
+                        break;
+                    }
+                    let _ = (&conn).write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\n\r\n",
+                    );
+                }
+            }
+        });
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in first.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let mut target = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if target.is_empty() {
+                        target = line.split(' ').nth(1).unwrap_or("/").to_string();
+                    }
+                    line.clear();
+                }
+                let reply = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:{other_port}{target}\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = (&conn).write_all(reply.as_bytes());
+            }
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let tok = tmp.path().join("tok");
+        std::fs::write(&tok, "s3cret-token\n").unwrap();
+        let creds = Credentials::load(None, Some(&tok)).unwrap();
+        let url = RepoUrl::parse(&format!("http://127.0.0.1:{port}/code.git")).unwrap();
+        let commit = Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let dir = tmp.path().join("ws");
+        let e = Workspace::fetch(&dir, &url, &creds, commit, limits(1 << 20))
+            .err()
+            .unwrap();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(!dir.exists());
+        let seen = seen.lock().unwrap();
+        assert!(
+            !seen
+                .iter()
+                .any(|l| l.to_ascii_lowercase().starts_with("authorization")),
+            "the token went to the other server: {seen:?}"
+        );
     }
 }
