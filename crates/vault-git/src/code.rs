@@ -334,7 +334,7 @@ impl Workspace {
         max_bytes: u64,
         inspect: &mut Inspect<'_>,
     ) -> Result<Option<Oid>, CodeError> {
-        if walked.depth >= MAX_DEPTH {
+        if walked.depth > MAX_DEPTH {
             return Err(CodeError::Unstorable(format!(
                 "folders nested deeper than {MAX_DEPTH}"
             )));
@@ -636,7 +636,8 @@ fn download(
 /// Refuse a tree with a submodule, whose files add up to more than
 /// `max_bytes`, or that expands (a folder's tree may be reused any number
 /// of times) to more than [`MAX_ENTRIES`] files and folders or folders
-/// nested [`MAX_DEPTH`] deep: checked before anything is written out.
+/// nested more than [`MAX_DEPTH`] deep: checked before anything is written
+/// out.
 fn check_tree(
     repo: &Repository,
     tree: &git2::Tree<'_>,
@@ -657,7 +658,7 @@ fn check_tree(
             return git2::TreeWalkResult::Abort;
         }
         match entry.kind() {
-            Some(ObjectType::Tree) if root.matches('/').count() + 1 >= MAX_DEPTH => {
+            Some(ObjectType::Tree) if root.matches('/').count() + 1 > MAX_DEPTH => {
                 bad = Some(CodeError::TooMany {
                     limit: MAX_DEPTH as u64,
                     what: "levels of nested folders",
