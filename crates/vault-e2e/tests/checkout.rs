@@ -454,6 +454,102 @@ fn a_writable_workspace_is_pushed_as_a_tag_a_lost_race_is_kept_and_a_secret_is_n
     let _ = (&b.tb, &b.secrets);
 }
 
+/// Every path under `dir` whose name contains `needle`.
+fn names_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().contains(needle) {
+            hits.push(p.clone());
+        }
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            hits.extend(names_containing(&p, needle));
+        }
+    }
+    hits
+}
+
+#[test]
+fn a_workspace_not_checked_to_the_end_is_removed_and_a_secret_file_name_is_never_pushed_or_shown() {
+    let _g = shared_dockerd();
+    let b = bench();
+    let reviewed = b.code.commit("main", &[("VERSION", "1.4.0\n")], "v1.4.0");
+    let (gitdir, named) = (unique("co-gitdir"), unique("co-named"));
+    let since = now_s();
+    let writable = |push: &str| {
+        serde_json::json!({"repo": b.code.url, "commit": reviewed, "writable": true,
+                           "push": {"ref": push}})
+    };
+    b.ops.land_actions(&[
+        (
+            // The secret sits behind a `.git` entry, which stops the
+            // snapshot before the secret check ever reads it.
+            gitdir.as_str(),
+            checkout_action(
+                &gitdir,
+                &["TOKEN"],
+                "cp /run/secrets/TOKEN /workspace/z && mkdir /workspace/.git && cp /run/secrets/TOKEN /workspace/.git/config",
+                writable("refs/tags/v7.0.0"),
+            ),
+        ),
+        (
+            named.as_str(),
+            checkout_action(
+                &named,
+                &["TOKEN"],
+                "mkdir /workspace/d && touch \"/workspace/d/$(cat /run/secrets/TOKEN)\" && echo made",
+                writable("refs/tags/v8.0.0"),
+            ),
+        ),
+    ]);
+    let checkouts = b.site.cache.path().join("checkouts");
+    let out = b.site.once();
+
+    let r = b.ops.result(&gitdir).expect("result recorded");
+    assert_eq!(r["status"], "failed", "{r}\n{}", out.stderr);
+    assert_eq!(r["exit_code"], 0, "the run itself succeeded");
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("a .git entry at .git"), "{err}");
+    assert!(err.contains("the workspace was removed"), "{err}");
+    assert!(r["checkout"].get("kept").is_none(), "{r}");
+    assert_eq!(b.code.rev("refs/tags/v7.0.0"), None, "not pushed");
+    assert!(!checkouts.join(&gitdir).exists(), "not kept");
+
+    let r = b.ops.result(&named).expect("result recorded");
+    assert_eq!(r["status"], "failed", "{r}\n{}", out.stderr);
+    assert!(r["logs"].as_str().unwrap().contains("made"), "{r}");
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("a secret value (in a file name)"), "{err}");
+    assert!(err.contains("the workspace was removed"), "{err}");
+    assert_eq!(b.code.rev("refs/tags/v8.0.0"), None, "not pushed");
+    assert!(!checkouts.join(&named).exists(), "not kept");
+
+    // Only the dispatcher's user may look into the workspaces' folder.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&checkouts).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    // Nothing under the cache holds the secret, as bytes or as a name, nor
+    // does any output or result.
+    assert!(files_containing(b.site.cache.path(), b.canary.as_bytes()).is_empty());
+    assert!(names_containing(b.site.cache.path(), &b.canary).is_empty());
+    for id in [&gitdir, &named] {
+        let text = b
+            .ops
+            .show(&format!("vault/actions/{id}.result.json"))
+            .unwrap();
+        assert!(!text.contains(&b.canary), "secret in the result of {id}");
+    }
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains(&b.canary), "secret leaked");
+    }
+    assert_eq!(creates(&gitdir, since), 1);
+    assert_eq!(creates(&named, since), 1);
+    let _ = (&b.tb, &b.secrets);
+}
+
 #[test]
 fn a_checkout_too_big_or_with_a_submodule_is_rejected_and_leaves_nothing() {
     let _g = shared_dockerd();

@@ -18,7 +18,7 @@
 use crate::{callbacks, classify, Credentials, GitError, RepoUrl};
 use git2::{
     build::CheckoutBuilder, AutotagOption, Direction, FetchOptions, ObjectType, PushOptions,
-    Repository, Signature,
+    RemoteRedirect, Repository, Signature,
 };
 use std::cell::{Cell, RefCell};
 use std::os::unix::fs::PermissionsExt;
@@ -32,14 +32,19 @@ const PINNED: &str = "refs/vault/pinned";
 const RESULT: &str = "refs/vault/result";
 const PUSH_SRC: &str = "refs/vault/push";
 const REMOTE_TIP: &str = "refs/vault/remote";
-/// Deepest folder nesting, and most entries, a snapshot takes: what a
-/// run leaves is bounded before it is read (and recursed into).
-const MAX_DEPTH: usize = 256;
-const MAX_ENTRIES: u64 = 500_000;
+/// Deepest folder nesting, and most files and folders, a checkout may
+/// have and a snapshot takes: what a commit expands to, and what a run
+/// leaves, is bounded before it is written out (or read, and recursed
+/// into).
+pub const MAX_DEPTH: usize = 256;
+pub const MAX_ENTRIES: u64 = 100_000;
 
-/// What looks at each file (path in the workspace, bytes) before it goes
-/// into the commit; an `Err` stops the snapshot.
-pub type Inspect<'a> = dyn FnMut(&Path, &[u8]) -> Result<(), CodeError> + 'a;
+/// What looks at each entry of the workspace before anything else is done
+/// with it: first its path alone (`None`: every file, folder, link or
+/// special file, before its name can appear in any error), then for a file
+/// its bytes and for a link its target (`Some`). An `Err` stops the
+/// snapshot.
+pub type Inspect<'a> = dyn FnMut(&Path, Option<&[u8]>) -> Result<(), CodeError> + 'a;
 
 /// Bounds on one fetch or push.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +63,8 @@ pub enum CodeError {
     NotInRepo { commit: Oid, url: String },
     #[error("the checkout is larger than the {limit} bytes allowed ({what})")]
     TooBig { limit: u64, what: String },
+    #[error("the checkout has more than the {limit} {what} allowed")]
+    TooMany { limit: u64, what: &'static str },
     #[error("commit {commit} has a submodule at {path:?}: submodules are not fetched, so the checkout is refused")]
     Submodule { commit: Oid, path: String },
     #[error("the {what} took longer than the {secs} s allowed")]
@@ -74,7 +81,10 @@ impl CodeError {
     /// The input asks for something refused (too big, a submodule), as
     /// opposed to something that failed.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, CodeError::TooBig { .. } | CodeError::Submodule { .. })
+        matches!(
+            self,
+            CodeError::TooBig { .. } | CodeError::TooMany { .. } | CodeError::Submodule { .. }
+        )
     }
 }
 
@@ -147,6 +157,15 @@ impl Workspace {
             crate::tls::load_ca_bundle()?;
         }
         set_socket_timeout(limits.timeout);
+        // Only the dispatcher's user may look in: the run may have left a
+        // secret in the files until they are checked.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(format!("cannot create {}", dir.display())))?;
+        }
         let mut opts = git2::RepositoryInitOptions::new();
         opts.bare(true).mkpath(true).initial_head("vault-unused");
         let repo = Repository::init_opts(dir.join("git"), &opts)
@@ -315,7 +334,7 @@ impl Workspace {
         max_bytes: u64,
         inspect: &mut Inspect<'_>,
     ) -> Result<Option<Oid>, CodeError> {
-        if walked.depth >= MAX_DEPTH {
+        if walked.depth > MAX_DEPTH {
             return Err(CodeError::Unstorable(format!(
                 "folders nested deeper than {MAX_DEPTH}"
             )));
@@ -330,6 +349,8 @@ impl Workspace {
             let e = e.map_err(io(format!("cannot read {}", dir.display())))?;
             let path = e.path();
             let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            // The name first: nothing below may show a path not looked at.
+            inspect(&rel, None)?;
             let name = e.file_name();
             if name.to_string_lossy().eq_ignore_ascii_case(".git") {
                 return Err(CodeError::Unstorable(format!(
@@ -372,7 +393,7 @@ impl Workspace {
                 } else {
                     std::fs::read(&path).map_err(io(format!("cannot read {}", path.display())))?
                 };
-                inspect(&rel, &bytes)?;
+                inspect(&rel, Some(&bytes))?;
                 let oid = self.repo.blob(&bytes).map_err(git("cannot store a file"))?;
                 let mode = if ft.is_symlink() {
                     0o120000
@@ -427,7 +448,7 @@ impl Workspace {
                 .remote_anonymous(url.as_git())
                 .map_err(|e| classify(url, e))?;
             let conn = remote
-                .connect_auth(Direction::Fetch, Some(callbacks(creds)), None)
+                .connect_auth(Direction::Fetch, Some(callbacks(creds, url)), None)
                 .map_err(|e| classify(url, e))?;
             let found = conn
                 .list()
@@ -475,7 +496,7 @@ impl Workspace {
         let moved = Cell::new(None);
         let rejected: RefCell<Option<String>> = RefCell::new(None);
         let result = {
-            let mut cb = callbacks(creds);
+            let mut cb = callbacks(creds, url);
             cb.push_negotiation(|updates| {
                 if let Some(u) = updates.iter().find(|u| u.src() != expected) {
                     moved.set(Some(u.src()));
@@ -490,7 +511,8 @@ impl Workspace {
                 Ok(())
             });
             let mut po = PushOptions::new();
-            po.remote_callbacks(cb);
+            po.remote_callbacks(cb)
+                .follow_redirects(RemoteRedirect::None);
             let mut remote = self
                 .repo
                 .remote_anonymous(url.as_git())
@@ -535,7 +557,7 @@ fn advertised_at(
     let at: Vec<String> = repo
         .remote_anonymous(url.as_git())
         .and_then(|mut remote| {
-            let conn = remote.connect_auth(Direction::Fetch, Some(callbacks(creds)), None)?;
+            let conn = remote.connect_auth(Direction::Fetch, Some(callbacks(creds, url)), None)?;
             let names = conn
                 .list()?
                 .iter()
@@ -569,7 +591,7 @@ fn download(
     let too_big = Cell::new(false);
     let late = Cell::new(false);
     let result = {
-        let mut cb = callbacks(creds);
+        let mut cb = callbacks(creds, url);
         cb.transfer_progress(|p| {
             if p.received_bytes() as u64 > limits.max_bytes {
                 too_big.set(true);
@@ -589,7 +611,8 @@ fn download(
         let mut fo = FetchOptions::new();
         fo.remote_callbacks(cb)
             .download_tags(AutotagOption::None)
-            .update_fetchhead(false);
+            .update_fetchhead(false)
+            .follow_redirects(RemoteRedirect::None);
         let mut remote = repo
             .remote_anonymous(url.as_git())
             .map_err(|e| classify(url, e))?;
@@ -610,8 +633,11 @@ fn download(
     result.map_err(|e| CodeError::Git(classify(url, e)))
 }
 
-/// Refuse a tree with a submodule, or whose files add up to more than
-/// `max_bytes`.
+/// Refuse a tree with a submodule, whose files add up to more than
+/// `max_bytes`, or that expands (a folder's tree may be reused any number
+/// of times) to more than [`MAX_ENTRIES`] files and folders or folders
+/// nested more than [`MAX_DEPTH`] deep: checked before anything is written
+/// out.
 fn check_tree(
     repo: &Repository,
     tree: &git2::Tree<'_>,
@@ -620,9 +646,25 @@ fn check_tree(
 ) -> Result<(), CodeError> {
     let odb = repo.odb().map_err(git("cannot open the object database"))?;
     let mut total = 0u64;
+    let mut entries = 0u64;
     let mut bad: Option<CodeError> = None;
     tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+        entries += 1;
+        if entries > MAX_ENTRIES {
+            bad = Some(CodeError::TooMany {
+                limit: MAX_ENTRIES,
+                what: "files and folders",
+            });
+            return git2::TreeWalkResult::Abort;
+        }
         match entry.kind() {
+            Some(ObjectType::Tree) if root.matches('/').count() + 1 > MAX_DEPTH => {
+                bad = Some(CodeError::TooMany {
+                    limit: MAX_DEPTH as u64,
+                    what: "levels of nested folders",
+                });
+                return git2::TreeWalkResult::Abort;
+            }
             Some(ObjectType::Commit) => {
                 bad = Some(CodeError::Submodule {
                     commit,
@@ -747,13 +789,28 @@ mod tests {
         // Unchanged files: the pinned commit itself.
         let mut seen = Vec::new();
         let same = ws
-            .snapshot(1 << 20, "m", &mut |p: &Path, _: &[u8]| {
-                seen.push(p.to_path_buf());
+            .snapshot(1 << 20, "m", &mut |p: &Path, bytes: Option<&[u8]>| {
+                seen.push((p.to_path_buf(), bytes.is_some()));
                 Ok(())
             })
             .unwrap();
         assert_eq!(same, commit);
-        assert_eq!(seen.len(), 2);
+        seen.sort();
+        let names: Vec<_> = seen
+            .iter()
+            .map(|(p, b)| (p.to_str().unwrap(), *b))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a.txt", false),
+                ("a.txt", true),
+                ("bin", false),
+                ("bin/run", false),
+                ("bin/run", true)
+            ],
+            "every name first, then the bytes of each file"
+        );
 
         // A change: one commit on top, reused when asked again.
         let dir2 = tmp.path().join("ws2");
@@ -763,7 +820,7 @@ mod tests {
         std::os::unix::fs::symlink("a.txt", ws.work_dir().join("link")).unwrap();
         std::fs::create_dir(ws.work_dir().join("empty")).unwrap();
         let made = ws
-            .snapshot(1 << 20, "m", &mut |_: &Path, _: &[u8]| Ok(()))
+            .snapshot(1 << 20, "m", &mut |_: &Path, _: Option<&[u8]>| Ok(()))
             .unwrap();
         assert_ne!(made, commit);
         let c = ws.repo.find_commit(made).unwrap();
@@ -775,7 +832,7 @@ mod tests {
             "git keeps no empty folder"
         );
         assert_eq!(
-            ws.snapshot(1, "m", &mut |_: &Path, _: &[u8]| Ok(()))
+            ws.snapshot(1, "m", &mut |_: &Path, _: Option<&[u8]>| Ok(()))
                 .unwrap(),
             made
         );
@@ -795,12 +852,12 @@ mod tests {
         std::fs::create_dir(ws.work_dir().join(".git")).unwrap();
         std::fs::write(ws.work_dir().join(".git/config"), b"x").unwrap();
         let e = ws
-            .snapshot(1 << 20, "m", &mut |_: &Path, _: &[u8]| Ok(()))
+            .snapshot(1 << 20, "m", &mut |_: &Path, _: Option<&[u8]>| Ok(()))
             .unwrap_err();
         assert!(matches!(e, CodeError::Unstorable(_)), "{e}");
         std::fs::remove_dir_all(ws.work_dir().join(".git")).unwrap();
         let e = ws
-            .snapshot(1 << 20, "m", &mut |p: &Path, _: &[u8]| {
+            .snapshot(1 << 20, "m", &mut |p: &Path, _: Option<&[u8]>| {
                 Err(CodeError::Unstorable(p.display().to_string()))
             })
             .unwrap_err();
@@ -819,5 +876,179 @@ mod tests {
             .unwrap();
         assert!(matches!(e, CodeError::NotInRepo { .. }), "{e}");
         assert!(!dir4.exists());
+    }
+
+    /// A commit of `tree` (built in `repo`), the tip of a branch of its own.
+    fn commit_tree(repo: &Repository, tree: Oid) -> Oid {
+        let tree = repo.find_tree(tree).unwrap();
+        let sig = Signature::now("t", "t@example.invalid").unwrap();
+        let c = repo.commit(None, &sig, &sig, "t", &tree, &[]).unwrap();
+        repo.reference(&format!("refs/heads/b{c}"), c, false, "t")
+            .unwrap();
+        c
+    }
+
+    #[test]
+    fn a_small_commit_that_expands_to_too_many_files_or_folders_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let repo = Repository::init(&src).unwrap();
+        let url = RepoUrl::parse(&format!("file://{}", src.display())).unwrap();
+        let blob = repo.blob(b"").unwrap();
+        // 400 folders, each the same tree of 400 empty files: a few
+        // kilobytes of objects, 160 400 entries once written out.
+        let mut tb = repo.treebuilder(None).unwrap();
+        for i in 0..400 {
+            tb.insert(format!("f{i}"), blob, 0o100644).unwrap();
+        }
+        let inner = tb.write().unwrap();
+        let mut tb = repo.treebuilder(None).unwrap();
+        for i in 0..400 {
+            tb.insert(format!("d{i}"), inner, 0o040000).unwrap();
+        }
+        let wide = commit_tree(&repo, tb.write().unwrap());
+        // Folders nested 300 deep, one empty file at the bottom.
+        let mut t = {
+            let mut tb = repo.treebuilder(None).unwrap();
+            tb.insert("f", blob, 0o100644).unwrap();
+            tb.write().unwrap()
+        };
+        for _ in 0..300 {
+            let mut tb = repo.treebuilder(None).unwrap();
+            tb.insert("d", t, 0o040000).unwrap();
+            t = tb.write().unwrap();
+        }
+        let deep = commit_tree(&repo, t);
+        let dir = tmp.path().join("ws");
+        for (commit, why) in [
+            (wide, "more than the 100000 files and folders allowed"),
+            (deep, "more than the 256 levels of nested folders allowed"),
+        ] {
+            let e = Workspace::fetch(&dir, &url, &Credentials::none(), commit, limits(1 << 30))
+                .err()
+                .unwrap();
+            assert!(e.is_refusal(), "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+            assert!(!dir.exists(), "nothing left on disk");
+        }
+        // Within the caps it is fetched, into a folder only its owner reads.
+        let mut tb = repo.treebuilder(None).unwrap();
+        tb.insert("d", inner, 0o040000).unwrap();
+        let fine = commit_tree(&repo, tb.write().unwrap());
+        let ws = Workspace::fetch(&dir, &url, &Credentials::none(), fine, limits(1 << 30)).unwrap();
+        assert_eq!(
+            std::fs::read_dir(ws.work_dir().join("d")).unwrap().count(),
+            400
+        );
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_name_is_inspected_before_it_can_show_up_in_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let commit = source(&src, &[("a.txt", b"a", false)]);
+        let url = RepoUrl::parse(&format!("file://{}", src.display())).unwrap();
+        let dir = tmp.path().join("ws");
+        let ws =
+            Workspace::fetch(&dir, &url, &Credentials::none(), commit, limits(1 << 20)).unwrap();
+        // A secret as a folder name, with a `.git` entry and a fifo in it:
+        // the name is refused before either is looked at.
+        let hidden = ws.work_dir().join("s3cret-name");
+        std::fs::create_dir(&hidden).unwrap();
+        std::fs::create_dir(hidden.join(".git")).unwrap();
+        nix::unistd::mkfifo(&hidden.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = ws
+            .snapshot(1 << 20, "m", &mut |p: &Path, _: Option<&[u8]>| {
+                if p.to_string_lossy().contains("s3cret") {
+                    return Err(CodeError::Unstorable(
+                        "a secret value (in a file name)".into(),
+                    ));
+                }
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the workspace holds a secret value (in a file name), which cannot go into a commit"
+        );
+    }
+
+    /// An http server at 127.0.0.1 that redirects every request to one at
+    /// 127.0.0.2, which asks for a password: the token never reaches the
+    /// second one.
+    #[test]
+    fn a_redirect_to_another_server_gets_no_credential() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::TcpListener;
+        use std::sync::{Arc, Mutex};
+        let Ok(other) = TcpListener::bind("127.0.0.2:0") else {
+            panic!("127.0.0.2 is not available on this host");
+        };
+        let other_port = other.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen2 = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for conn in other.incoming().flatten() {
+                // Every request of the connection (kept alive), each
+                // answered: a password is needed.
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                loop {
+                    let mut lines = 0;
+                    while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        seen2.lock().unwrap().push(line.trim().to_string());
+                        line.clear();
+                        lines += 1;
+                    }
+                    line.clear();
+                    if lines == 0 {
+                        break;
+                    }
+                    let _ = (&conn).write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\n\r\n",
+                    );
+                }
+            }
+        });
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in first.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let mut target = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if target.is_empty() {
+                        target = line.split(' ').nth(1).unwrap_or("/").to_string();
+                    }
+                    line.clear();
+                }
+                let reply = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:{other_port}{target}\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = (&conn).write_all(reply.as_bytes());
+            }
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let tok = tmp.path().join("tok");
+        std::fs::write(&tok, "s3cret-token\n").unwrap();
+        let creds = Credentials::load(None, Some(&tok)).unwrap();
+        let url = RepoUrl::parse(&format!("http://127.0.0.1:{port}/code.git")).unwrap();
+        let commit = Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let dir = tmp.path().join("ws");
+        let e = Workspace::fetch(&dir, &url, &creds, commit, limits(1 << 20))
+            .err()
+            .unwrap();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(!dir.exists());
+        let seen = seen.lock().unwrap();
+        assert!(
+            !seen
+                .iter()
+                .any(|l| l.to_ascii_lowercase().starts_with("authorization")),
+            "the token went to the other server: {seen:?}"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! What a fetch or push may offer: an ssh key (else the agent) or a token.
+//! What a fetch or push may offer: an ssh key (else, unless turned off,
+//! the agent) or a token.
 
 use crate::GitError;
 use secrecy::{ExposeSecret, SecretString};
@@ -8,6 +9,9 @@ use std::path::{Path, PathBuf};
 pub struct Credentials {
     pub(crate) ssh_key: Option<PathBuf>,
     pub(crate) token: Option<SecretString>,
+    /// Whether an ssh URL without a key may use the ssh-agent (the ops
+    /// repo's own fetch and push); a code checkout never does.
+    pub(crate) agent: bool,
 }
 
 impl Credentials {
@@ -15,7 +19,15 @@ impl Credentials {
         Credentials {
             ssh_key: None,
             token: None,
+            agent: true,
         }
+    }
+
+    /// The same credentials, never falling back to the ssh-agent: an ssh
+    /// URL without a key then gets no ssh credential at all.
+    pub fn without_agent(mut self) -> Self {
+        self.agent = false;
+        self
     }
 
     /// Read the token file now (so a missing file is reported before any
@@ -53,6 +65,7 @@ impl Credentials {
         Ok(Credentials {
             ssh_key: ssh_key.map(Path::to_path_buf),
             token,
+            agent: true,
         })
     }
 }

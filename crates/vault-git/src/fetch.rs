@@ -1,7 +1,7 @@
 //! Fetching the watched branch (and refusing a rewritten one).
 
 use crate::{head_ref, tracking_ref, GitError, Ops};
-use git2::{AutotagOption, Direction, FetchOptions, Oid};
+use git2::{AutotagOption, Direction, FetchOptions, Oid, RemoteRedirect};
 
 impl Ops {
     /// Fetch the watched branch into `refs/remotes/origin/<branch>` and
@@ -45,7 +45,8 @@ impl Ops {
             let mut fo = FetchOptions::new();
             fo.remote_callbacks(self.callbacks())
                 .download_tags(AutotagOption::None)
-                .update_fetchhead(false);
+                .update_fetchhead(false)
+                .follow_redirects(RemoteRedirect::None);
             conn.remote()
                 .download(&[format!("+{want}:{tracking}")], Some(&mut fo))
                 .map_err(|e| self.classify(e))?;
@@ -65,7 +66,8 @@ impl Ops {
             let mut fo = FetchOptions::new();
             fo.remote_callbacks(self.callbacks())
                 .download_tags(AutotagOption::None)
-                .update_fetchhead(false);
+                .update_fetchhead(false)
+                .follow_redirects(RemoteRedirect::None);
             let spec = format!("+{archive_want}:{}", tracking_ref(&self.archive_branch()));
             remote
                 .download(&[spec], Some(&mut fo))

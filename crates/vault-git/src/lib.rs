@@ -18,7 +18,10 @@
 //! https uses the token in `--token-file` (VAULT_TOKEN_FILE) as the password
 //! (user name from the URL, else `x-access-token`). The token is held in a
 //! [`secrecy::SecretString`], is never put in a URL, never printed, and is
-//! refused over plain `http://`.
+//! refused over plain `http://`. Redirects are never followed, and a
+//! credential is only offered to the server (scheme, host, port) of the
+//! configured URL. A code checkout's credentials never use the ssh-agent
+//! ([`Credentials::without_agent`]).
 //!
 //! Pushing to a path or `file://` remote does not go through libgit2's local
 //! transport (which updates the remote ref without checking its old value):
@@ -284,7 +287,7 @@ impl Ops {
     }
 
     pub(crate) fn callbacks(&self) -> RemoteCallbacks<'_> {
-        callbacks(&self.creds)
+        callbacks(&self.creds, &self.url)
     }
 
     pub(crate) fn classify(&self, e: git2::Error) -> GitError {
@@ -292,15 +295,23 @@ impl Ops {
     }
 }
 
-/// Remote callbacks offering `creds` (an ssh key, else the agent; a token
-/// as the https password), each at most once.
-pub(crate) fn callbacks(creds: &Credentials) -> RemoteCallbacks<'_> {
+/// Remote callbacks offering `creds` (an ssh key, else the agent when
+/// allowed; a token as the https password), each at most once, and only to
+/// the server of `url`: a credential asked for another URL (a redirect to
+/// another host) is refused.
+pub(crate) fn callbacks<'a>(creds: &'a Credentials, url: &RepoUrl) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
     let mut attempts = 0u32;
-    cb.credentials(move |_url, user, allowed| {
+    let expected = url::origin(url.as_git());
+    cb.credentials(move |asked, user, allowed| {
         attempts += 1;
         if attempts > 4 {
             return Err(auth_error("the server refused every credential offered"));
+        }
+        if expected.is_some() && url::origin(asked) != expected {
+            return Err(auth_error(
+                "a credential was asked for another server than the repo's (a redirect?): refused",
+            ));
         }
         if allowed.contains(CredentialType::USERNAME) {
             return git2::Cred::username(user.unwrap_or("git"));
@@ -309,6 +320,9 @@ pub(crate) fn callbacks(creds: &Credentials) -> RemoteCallbacks<'_> {
             let user = user.unwrap_or("git");
             return match &creds.ssh_key {
                 Some(k) => git2::Cred::ssh_key(user, None, k, None),
+                None if !creds.agent => Err(auth_error(
+                    "the server asks for an ssh key and none is configured for this repo (the ssh-agent is never used for it): give ssh_key",
+                )),
                 None if attempts <= 1 => git2::Cred::ssh_key_from_agent(user),
                 None => Err(auth_error(
                     "the ssh-agent has no accepted key: give --ssh-key (VAULT_SSH_KEY)",

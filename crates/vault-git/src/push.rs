@@ -1,7 +1,7 @@
 //! Pushing a new tip, never by force.
 
 use crate::{head_ref, tracking_ref, GitError, Ops};
-use git2::{ErrorCode, Oid, PushOptions, Repository};
+use git2::{ErrorCode, Oid, PushOptions, RemoteRedirect, Repository};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::path::Path;
@@ -79,7 +79,8 @@ impl Ops {
                 true
             });
             let mut po = PushOptions::new();
-            po.remote_callbacks(cb);
+            po.remote_callbacks(cb)
+                .follow_redirects(RemoteRedirect::None);
             let mut remote = repo
                 .remote_anonymous(self.url.as_git())
                 .map_err(|e| self.classify(e))?;

@@ -108,6 +108,44 @@ impl RepoUrl {
     }
 }
 
+/// The server a URL names: scheme and host (with its port when not the
+/// scheme's default), lower-cased, without user or path; scp-like
+/// `user@host:path` is ssh. `None` for a path or `file://`.
+pub(crate) fn origin(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => {
+            let (host, _) = url.split_once(':')?;
+            if host.is_empty() || host.contains('/') {
+                return None;
+            }
+            ("ssh".to_string(), host)
+        }
+    };
+    let scheme = match scheme.as_str() {
+        "file" => return None,
+        "git+ssh" | "ssh+git" => "ssh".to_string(),
+        _ => scheme,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        "ssh" => ":22",
+        "git" => ":9418",
+        _ => "",
+    };
+    let host = match host.strip_suffix(default) {
+        Some(h) if !default.is_empty() => h.to_string(),
+        _ => host,
+    };
+    Some((scheme, host))
+}
+
 pub(crate) fn redact(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         let auth_end = rest.find('/').unwrap_or(rest.len());
@@ -125,6 +163,37 @@ pub(crate) fn redact(url: &str) -> String {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn the_origin_is_scheme_and_host_only() {
+        let o = |u: &str| origin(u).map(|(s, h)| format!("{s}://{h}"));
+        assert_eq!(
+            o("https://x-access-token@Git.Example.com:443/org/repo.git"),
+            o("https://git.example.com/org/other.git/info/refs")
+        );
+        assert_ne!(
+            o("https://git.example.com/r.git"),
+            o("https://evil.example/r.git")
+        );
+        assert_ne!(
+            o("https://git.example.com/r.git"),
+            o("https://git.example.com:8443/r.git")
+        );
+        assert_ne!(
+            o("https://git.example.com/r.git"),
+            o("http://git.example.com/r.git")
+        );
+        assert_eq!(
+            o("git@host.example:org/r.git").as_deref(),
+            Some("ssh://host.example")
+        );
+        assert_eq!(
+            o("ssh://git@host.example:22/r").as_deref(),
+            Some("ssh://host.example")
+        );
+        assert_eq!(o("file:///tmp/r"), None);
+        assert_eq!(o("/tmp/r"), None);
+    }
 
     #[test]
     fn urls_normalize_and_keys_differ() {

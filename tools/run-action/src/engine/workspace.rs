@@ -38,6 +38,18 @@ pub fn workspace_dir(cache: &Path, id: &str) -> PathBuf {
     checkouts_dir(cache).join(id)
 }
 
+/// Create `<cache>/checkouts` (and its parents) when absent, and make it
+/// mode 0700 either way: a workspace may hold what a run wrote (a secret
+/// value included) until it is checked, so only the dispatcher's user may
+/// look in. (The runner reaches its workspace through the mount only.)
+fn private_checkouts_dir(cache: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = checkouts_dir(cache);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
 /// What the dispatcher allows: the repo's prefix (and its credentials),
 /// the push ref. A refusal is `rejected`.
 pub(super) fn admit<'c>(
@@ -62,8 +74,10 @@ fn connect(
     let cfg = cfg.ok_or_else(|| NotRun::rejected(Refusal::NotConfigured))?;
     let url =
         RepoUrl::parse(&c.repo).map_err(|e| NotRun::rejected(format!("checkout.repo: {e}")))?;
+    // Only the rule's own credential: never the dispatcher's ssh-agent.
     let creds = Credentials::load(rule.ssh_key.as_deref(), rule.token_file.as_deref())
-        .map_err(|e| NotRun::error(format!("checkout: the credential for {}: {e}", c.repo)))?;
+        .map_err(|e| NotRun::error(format!("checkout: the credential for {}: {e}", c.repo)))?
+        .without_agent();
     let limits = Limits {
         max_bytes: cfg.max_bytes,
         timeout: Duration::from_secs(cfg.fetch_timeout_s),
@@ -85,6 +99,12 @@ pub(super) fn prepare(
     engine: Engine,
 ) -> Result<Mount, NotRun> {
     let (url, creds, limits) = connect(c, ctx.checkout)?;
+    private_checkouts_dir(ctx.cache).map_err(|e| {
+        NotRun::error(format!(
+            "checkout: cannot create {} (mode 0700): {e}",
+            checkouts_dir(ctx.cache).display()
+        ))
+    })?;
     let dir = workspace_dir(ctx.cache, action.id.as_str());
     let ws = Workspace::fetch(&dir, &url, &creds, pinned(c)?, limits).map_err(|e| {
         // The shared credential text names the ops repo's flags.
@@ -130,9 +150,15 @@ pub(super) fn discard(cache: &Path, id: &str) {
 
 /// After the container's outcome is read: record the checkout in the
 /// result, and after a successful run push what the workspace holds. A
-/// push that fails makes the result `failed` and keeps the workspace until
-/// the retention ends; a workspace holding a secret value is never pushed
-/// or kept.
+/// push that fails makes the result `failed`.
+///
+/// The workspace is kept (until the retention ends) only when the push
+/// itself failed after the whole workspace was checked and committed: every
+/// name and every byte went through the secret check, nothing was refused.
+/// On any other failure (a secret value in a file or a file name, a `.git`
+/// entry, a special file, too many files, a credential or a workspace that
+/// cannot be read) it is removed at once: a workspace not checked to the
+/// end may hold a secret.
 ///
 /// A workspace no push needs is removed as soon as the container's exit is
 /// read: whatever a run wrote into it (a secret value included) does not
@@ -161,34 +187,49 @@ pub(super) fn conclude(r: &mut ActionResult, action: &Action, c: &Checkout, ctx:
         r.status = Status::Failed;
         r.error = Some(why.replace(['\n', '\r'], " "));
     };
-    let attempt = || -> Result<(String, Oid), (CodeError, bool)> {
-        let (url, creds, limits) = connect(c, ctx.checkout)
-            .map_err(|n| (CodeError::Unstorable(n.why().to_string()), false))?;
-        let pinned = pinned(c).map_err(|n| (CodeError::Unstorable(n.why().to_string()), false))?;
-        let ws = Workspace::open(&dir, pinned).ok_or((
-            CodeError::Unstorable(format!(
-                "no workspace of commit {pinned} at {} (removed?)",
+    /// How the attempt ended when it did not push.
+    enum Failure {
+        /// Before the push (nothing checked to the end): remove.
+        Before(String),
+        /// The push itself, of a commit checked to the end: keep.
+        Push(CodeError),
+    }
+    let attempt = || -> Result<(String, Oid), Failure> {
+        let (url, creds, limits) =
+            connect(c, ctx.checkout).map_err(|n| Failure::Before(n.why().to_string()))?;
+        let pinned = pinned(c).map_err(|n| Failure::Before(n.why().to_string()))?;
+        let ws = Workspace::open(&dir, pinned).ok_or_else(|| {
+            Failure::Before(format!(
+                "there is no workspace of commit {pinned} at {} (removed?)",
                 dir.display()
-            )),
-            false,
-        ))?;
+            ))
+        })?;
         let secrets = load_secrets(action, ctx.config.secrets_dir.as_deref()).map_err(|e| {
-            (
-                CodeError::Unstorable(format!("secret values it cannot be checked against ({e})")),
-                true,
-            )
+            Failure::Before(format!(
+                "the workspace holds secret values it cannot be checked against ({e})"
+            ))
         })?;
         let masker = masker_for(&secrets);
-        let mut leaked = false;
-        let mut inspect = |path: &Path, bytes: &[u8]| {
-            if secrets.is_empty() {
-                return Ok(());
+        // Whether `bytes` hold a secret value (in any form the masker
+        // knows).
+        let holds_secret = |bytes: &[u8]| {
+            if secrets.is_empty() || bytes.is_empty() {
+                return false;
             }
             let mut m = masker.clone();
             let mut out = m.push(bytes);
             out.extend(m.finish());
-            if out != bytes {
-                leaked = true;
+            out != bytes
+        };
+        let mut inspect = |path: &Path, bytes: Option<&[u8]>| {
+            use std::os::unix::ffi::OsStrExt;
+            // The name first: a path holding a secret is never shown.
+            if holds_secret(path.as_os_str().as_bytes()) {
+                return Err(CodeError::Unstorable(
+                    "a secret value (in a file name)".into(),
+                ));
+            }
+            if bytes.is_some_and(holds_secret) {
                 return Err(CodeError::Unstorable(format!(
                     "a secret value (in {})",
                     path.display()
@@ -202,11 +243,11 @@ pub(super) fn conclude(r: &mut ActionResult, action: &Action, c: &Checkout, ctx:
         );
         let commit = ws
             .snapshot(limits.max_bytes, &message, &mut inspect)
-            .map_err(|e| (e, leaked))?;
+            .map_err(|e| Failure::Before(e.to_string()))?;
         drop(secrets);
         let done = ws
             .push(&url, &creds, commit, &push.refname, limits)
-            .map_err(|e| (e, false))?;
+            .map_err(Failure::Push)?;
         if done == code::Pushed::AlreadyThere {
             vault_core::report(
                 "run-action",
@@ -227,17 +268,17 @@ pub(super) fn conclude(r: &mut ActionResult, action: &Action, c: &Checkout, ctx:
                 });
             }
         }
-        Err((e, wipe)) if wipe => {
+        Err(Failure::Before(why)) => {
             discard(ctx.cache, action.id.as_str());
             fail(
                 r,
                 format!(
-                    "nothing was pushed to {}: {e}; the workspace was removed",
+                    "nothing was pushed to {}: {why}; the workspace was removed",
                     push.refname
                 ),
             );
         }
-        Err((e, _)) => {
+        Err(Failure::Push(e)) => {
             let until = now_s().saturating_add(
                 ctx.checkout
                     .map_or(vault_core::checkout::DEFAULT_KEEP_FAILED_S, |c| {
@@ -306,6 +347,7 @@ pub(super) fn lock(cache: &Path, id: &ActionId) -> Result<Flock<std::fs::File>, 
             path.display()
         ))
     };
+    private_checkouts_dir(cache).map_err(failed)?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(failed)?;
     }
@@ -339,9 +381,23 @@ pub fn remove_recorded(cache: &Path, id: &str) -> std::io::Result<()> {
     code::remove(&dir)
 }
 
+/// Whether a run-action holds the workspace lock of `id` now (a lock file
+/// that is not there is held by no one; one that cannot be opened counts
+/// as held).
+fn lock_held(cache: &Path, id: &str) -> bool {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .open(lock_path(cache, id))
+    {
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err(),
+    }
+}
+
 /// Remove every kept workspace whose retention ended; with `orphans_older`,
 /// also every other workspace older than that for which `gone(id)` says
-/// no container exists. Returns what was removed and what could not be.
+/// no container exists. A workspace whose lock a run-action holds is
+/// skipped. Returns what was removed and what could not be.
 pub fn sweep(
     cache: &Path,
     orphans_older: Option<Duration>,
@@ -371,7 +427,7 @@ pub fn sweep(
                 old && gone(&id)
             }),
         };
-        if due {
+        if due && !lock_held(cache, &id) {
             match code::remove(&dir) {
                 Ok(()) => removed.push(id),
                 Err(err) => failed.push(format!("{}: {err}", dir.display())),
@@ -438,7 +494,15 @@ mod tests {
             removed.is_empty() && failed.is_empty(),
             "the locks are no workspaces"
         );
+        // A workspace whose lock is held is never swept, kept or orphan.
+        let ws = workspace_dir(cache.path(), "a1");
+        std::fs::create_dir_all(ws.join("work")).unwrap();
+        std::fs::write(ws.join(KEPT), "1\n").unwrap();
+        let (removed, _) = sweep(cache.path(), Some(Duration::ZERO), &mut |_| true);
+        assert!(removed.is_empty() && ws.exists(), "{removed:?}");
         drop(held);
+        let (removed, _) = sweep(cache.path(), Some(Duration::ZERO), &mut |_| true);
+        assert_eq!(removed, ["a1"]);
         assert!(lock(cache.path(), &id).is_ok());
         remove_recorded(cache.path(), "a1").unwrap();
         assert!(!lock_path(cache.path(), "a1").exists());
