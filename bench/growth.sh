@@ -145,7 +145,7 @@ measure() {
     local archive_ms=-
     if [ "$archive" = 1 ]; then
         t=$(date +%s%N)
-        "$bin/result-write" "${tools[@]}" --archive --archive-after-s 0
+        "$bin/result-write" "${tools[@]}" --archive --archive-after-s 0 >/dev/null
         archive_ms=$(ms_since "$t")
     fi
     local loose packed

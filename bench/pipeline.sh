@@ -54,7 +54,15 @@ land() { # land N actions named $1-1..$1-N in one commit
     done
     git -C "$work/clone" add -A
     git -C "$work/clone" -c user.name=b -c user.email=b@example.invalid commit -qm "approve $prefix"
-    git -C "$work/clone" push -q "$work/ops.git" main
+    # The loop of section 5 may push between the pull and this push: rebase
+    # onto what it pushed and try again.
+    local try=0
+    until git -C "$work/clone" push -q "$work/ops.git" main 2>/dev/null; do
+        try=$((try + 1))
+        [ "$try" -lt 20 ] || { echo "land $prefix: push kept failing" >&2; return 1; }
+        git -C "$work/clone" -c user.name=b -c user.email=b@example.invalid \
+            pull -q --rebase "$work/ops.git" main
+    done
 }
 
 now() { date +%s.%N; }

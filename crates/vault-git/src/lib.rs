@@ -392,6 +392,21 @@ pub(crate) fn auth_error(msg: &str) -> git2::Error {
     git2::Error::new(ErrorCode::Auth, ErrorClass::Callback, msg)
 }
 
+/// Bound libgit2's memory for a call that walks a large tree (the archive
+/// branch's push reads every folder of the archive): no object cache, pack
+/// files mapped in 8 MiB windows, 32 MiB mapped at most. Call it before any
+/// repository is opened.
+pub fn lean_memory() {
+    git2::opts::enable_caching(false);
+    // SAFETY: libgit2's global options must not change while another git2
+    // call runs; the tools call this first, from their one thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        let _ = git2::opts::set_mwindow_size(8 << 20);
+        let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
+    }
+}
+
 /// `<cache>/spool/<key>/` of the repo `cfg` names, not created; the same
 /// folder as [`Ops::spool_dir`], known without taking the repo's lock.
 pub fn spool_dir(cfg: &RepoConfig) -> Result<PathBuf, GitError> {

@@ -263,6 +263,8 @@ pub fn record(
         return abandon::run(cli, &ops, &me, &signing, id, out);
     }
     if cli.archive {
+        // Its push walks every folder of the archive (see vault_git::lean_memory).
+        vault_git::lean_memory();
         let ops = Ops::from_config(&cfg)?;
         let moved = archive::run(cli, &ops, &me, &signing)?;
         jsonl::Writer::new(out).write(&moved)?;
