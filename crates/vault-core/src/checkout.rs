@@ -261,30 +261,16 @@ pub enum Refusal {
 impl CheckoutConfig {
     /// Read and check the file.
     pub fn load(path: &Path) -> Result<CheckoutConfig, ConfigError> {
-        use std::io::Read;
-        let read = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .map_err(read)?
-            .take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(read)?;
         let invalid = |why: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             why,
         };
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(invalid(format!("larger than {MAX_CONFIG_BYTES} bytes")));
-        }
-        let file: File = toml::from_str(&text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|s| format!("line {}: ", 1 + text[..s.start].matches('\n').count()))
-                .unwrap_or_default();
-            invalid(format!("{at}{}", e.message().trim().replace('\n', "; ")))
+        let file: File = crate::toml_file::load(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+            crate::toml_file::TomlFileError::Read(source) => ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            crate::toml_file::TomlFileError::Invalid(why) => invalid(why),
         })?;
         for (i, r) in file.repos.iter().enumerate() {
             let n = i + 1;

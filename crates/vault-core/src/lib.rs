@@ -29,6 +29,7 @@ pub mod secret_policy;
 pub mod settings;
 pub mod stuck;
 pub mod time;
+pub mod toml_file;
 
 pub use action::{Action, ActionError, Network, Resources};
 pub use exit::Exit;

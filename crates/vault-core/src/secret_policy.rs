@@ -89,30 +89,16 @@ pub struct Use<'a> {
 impl Policy {
     /// Read and check the policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        use std::io::Read;
-        let read = |source| PolicyError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .map_err(read)?
-            .take(MAX_POLICY_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(read)?;
         let invalid = |why: String| PolicyError::Invalid {
             path: path.to_path_buf(),
             why,
         };
-        if text.len() as u64 > MAX_POLICY_BYTES {
-            return Err(invalid(format!("larger than {MAX_POLICY_BYTES} bytes")));
-        }
-        let file: File = toml::from_str(&text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|s| format!("line {}: ", 1 + text[..s.start].matches('\n').count()))
-                .unwrap_or_default();
-            invalid(format!("{at}{}", e.message().trim().replace('\n', "; ")))
+        let file: File = crate::toml_file::load(path, MAX_POLICY_BYTES).map_err(|e| match e {
+            crate::toml_file::TomlFileError::Read(source) => PolicyError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            crate::toml_file::TomlFileError::Invalid(why) => invalid(why),
         })?;
         let mut secrets = BTreeMap::new();
         for (name, rule) in file.secrets {
