@@ -123,13 +123,7 @@ impl Admission {
     }
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+pub use crate::time::now_ms;
 
 #[cfg(test)]
 mod tests {

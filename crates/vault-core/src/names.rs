@@ -37,6 +37,14 @@ pub fn is_var_name(s: &str, max: usize) -> bool {
 #[serde(transparent)]
 pub struct ActionId(String);
 
+impl std::str::FromStr for ActionId {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        ActionId::parse(s)
+    }
+}
+
 impl ActionId {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let b = s.as_bytes();

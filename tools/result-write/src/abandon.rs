@@ -13,8 +13,8 @@
 //! claim may have got its result meanwhile: then it is kept, exit 3). It is
 //! never spooled: a decision made on an old tip must not land later.
 
-use crate::{backoff, cli::Cli, commit_tree, now_ms, Recorded, Signing};
-use anyhow::{anyhow, bail, Context};
+use crate::{cli::Cli, commit_tree, retrying, Attempt, Recorded, Signing};
+use anyhow::{bail, Context};
 use vault_core::ledger::Ledger;
 use vault_core::{jsonl, ActionId, ActionResult, Exit, Status};
 use vault_git::{GitError, Ops, Tip};
@@ -82,11 +82,7 @@ pub(crate) fn run(
     let reason = reason.replace(['\n', '\r'], " ");
     let rule = cli.stuck.rule();
     let repo = ops.repo();
-    let mut last_err = None;
-    for attempt in 0..cli.tries {
-        if attempt > 0 {
-            backoff(attempt);
-        }
+    retrying(cli.tries, |attempt| {
         let base = ops.fetch()?;
         let tip = Tip::read(repo, base)?;
         let (claim, own) = match look(repo, &tip, id)? {
@@ -102,14 +98,14 @@ pub(crate) fn run(
                         "{id}: it got a {status} result meanwhile; it is kept, nothing written"
                     ),
                 );
-                return Ok(Exit::LostRace);
+                return Ok(Attempt::Done(Exit::LostRace));
             }
         };
         let started = claim
             .started_at
             .as_deref()
             .and_then(vault_core::time::parse_ms);
-        let now = now_ms();
+        let now = vault_core::time::now_ms();
         let by = claim.dispatcher.as_deref().unwrap_or("?");
         let at = claim.started_at.as_deref().unwrap_or("an unknown time");
         if !cli.force && !rule.is_stuck(started, own, now) {
@@ -149,20 +145,15 @@ pub(crate) fn run(
         )?;
         match ops.push(commit, base) {
             Ok(()) => {
-                jsonl::Writer::new(out).write(&Recorded {
+                jsonl::Writer::new(&mut *out).write(&Recorded {
                     id: id.as_str(),
                     status: Status::Abandoned,
                     commit: commit.to_string(),
                 })?;
-                return Ok(Exit::Ok);
+                Ok(Attempt::Done(Exit::Ok))
             }
-            Err(e @ GitError::NonFastForward) => last_err = Some(e),
-            Err(e) => return Err(e.into()),
+            Err(e @ GitError::NonFastForward) => Ok(Attempt::Moved(e)),
+            Err(e) => Err(e.into()),
         }
-    }
-    Err(anyhow!(
-        "the branch kept moving: gave up after {} tries ({})",
-        cli.tries,
-        last_err.map(|e| e.to_string()).unwrap_or_default()
-    ))
+    })
 }

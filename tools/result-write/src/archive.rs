@@ -19,8 +19,7 @@
 //! holds, byte for byte. A crash between the two leaves the files in both
 //! places, which the next call finishes.
 
-use crate::{backoff, cli::Cli, commit_tree, now_ms, Signing};
-use anyhow::anyhow;
+use crate::{cli::Cli, commit_tree, retrying, Attempt, Signing};
 use git2::{Oid, Repository};
 use vault_core::layout::{ACTION_SUFFIX, ARCHIVE_DIR, RESULT_SUFFIX};
 use vault_core::{ActionId, ActionResult};
@@ -51,7 +50,7 @@ fn due(
     let Some(actions) = tip.actions.as_ref() else {
         return due;
     };
-    let now = now_ms();
+    let now = vault_core::time::now_ms();
     for entry in actions.iter() {
         if due.ids.len() >= MAX_IDS {
             break;
@@ -131,11 +130,7 @@ pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::
     let repo = ops.repo();
     let keep_ms = cli.archive_after_s.saturating_mul(1000);
     let branch = ops.archive_branch();
-    let mut last_err = None;
-    for attempt in 0..cli.tries {
-        if attempt > 0 {
-            backoff(attempt);
-        }
+    retrying(cli.tries, |_| {
         let base = ops.fetch()?;
         let tip = Tip::read(repo, base)?;
         let archive_tip = ops.archive_tip();
@@ -143,10 +138,10 @@ pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::
         let mut believe = |name: &str, blob: Oid| signing.believes(repo, base, name, blob);
         let due = due(repo, &tip, &archive, keep_ms, &mut believe);
         if due.ids.is_empty() {
-            return Ok(Moved {
+            return Ok(Attempt::Done(Moved {
                 archived: 0,
                 more: false,
-            });
+            }));
         }
         let list: String = due.ids.iter().map(|id| format!("{id}\n")).collect();
         // 1. The archive branch gets the files.
@@ -170,10 +165,7 @@ pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::
             )?;
             match ops.push_archive(commit, archive_tip) {
                 Ok(()) => Some(commit),
-                Err(e @ GitError::NonFastForward) => {
-                    last_err = Some(e);
-                    continue;
-                }
+                Err(e @ GitError::NonFastForward) => return Ok(Attempt::Moved(e)),
                 Err(e) => return Err(e.into()),
             }
         };
@@ -196,19 +188,12 @@ pub(crate) fn run(cli: &Cli, ops: &Ops, me: &str, signing: &Signing) -> anyhow::
             signing.key.as_ref(),
         )?;
         match ops.push(commit, base) {
-            Ok(()) => {
-                return Ok(Moved {
-                    archived: due.ids.len(),
-                    more: due.ids.len() >= MAX_IDS,
-                })
-            }
-            Err(e @ GitError::NonFastForward) => last_err = Some(e),
-            Err(e) => return Err(e.into()),
+            Ok(()) => Ok(Attempt::Done(Moved {
+                archived: due.ids.len(),
+                more: due.ids.len() >= MAX_IDS,
+            })),
+            Err(e @ GitError::NonFastForward) => Ok(Attempt::Moved(e)),
+            Err(e) => Err(e.into()),
         }
-    }
-    Err(anyhow!(
-        "the branch kept moving: gave up archiving after {} tries ({})",
-        cli.tries,
-        last_err.map(|e| e.to_string()).unwrap_or_default()
-    ))
+    })
 }

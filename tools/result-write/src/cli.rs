@@ -40,7 +40,7 @@ pub struct Cli {
     /// `running` claim of ID (refused unless it is stuck, or with --force;
     /// always refused when this host's ledger says its container may still
     /// run). Stdin is not read
-    #[arg(long, value_name = "ID", value_parser = parse_id,
+    #[arg(long, value_name = "ID",
           conflicts_with_all = ["claim", "flush", "archive"], requires = "reason")]
     pub abandon: Option<vault_core::ActionId>,
 
@@ -75,8 +75,4 @@ pub struct Cli {
 
     #[command(flatten)]
     pub trust: vault_core::cli::TrustArgs,
-}
-
-fn parse_id(s: &str) -> Result<vault_core::ActionId, String> {
-    vault_core::ActionId::parse(s).map_err(|e| e.to_string())
 }

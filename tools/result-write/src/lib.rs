@@ -445,18 +445,14 @@ fn deliver(
     trust: &Signing,
 ) -> anyhow::Result<(Oid, Vec<Outcome>)> {
     let repo = ops.repo();
-    let mut last_err = None;
-    for attempt in 0..cli.tries {
-        if attempt > 0 {
-            backoff(attempt);
-        }
+    retrying(cli.tries, |_| {
         let base = ops.fetch()?;
         let tip = Tip::read(repo, base)?;
         let archive = Archive::read(ops.archive_repo(), ops.archive_tip())?;
         let mut believe = |name: &str, blob: Oid| trust.believes(repo, base, name, blob);
         let (outcomes, writes) = decide(repo, &tip, &archive, me, items, &mut believe);
         if writes.is_empty() {
-            return Ok((base, outcomes));
+            return Ok(Attempt::Done((base, outcomes)));
         }
         let commit = make_commit(
             repo,
@@ -468,34 +464,50 @@ fn deliver(
             trust.key.as_ref(),
         )?;
         match ops.push(commit, base) {
-            Ok(()) => return Ok((commit, outcomes)),
-            Err(GitError::NonFastForward) => {
-                last_err = Some(GitError::NonFastForward);
-            }
+            Ok(()) => Ok(Attempt::Done((commit, outcomes))),
+            Err(e @ GitError::NonFastForward) => Ok(Attempt::Moved(e)),
             Err(e @ GitError::Rejected { .. }) => {
                 // A refused ref may still be a lost race: did the branch move?
                 if ops.fetch()? == base {
                     return Err(e.into());
                 }
-                last_err = Some(e);
+                Ok(Attempt::Moved(e))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// What one compare-and-swap attempt (fetch, decide, commit, push) came to.
+pub(crate) enum Attempt<T> {
+    Done(T),
+    /// The branch moved under the push: look again.
+    Moved(GitError),
+}
+
+/// Run `attempt` (given its number, from 0) until it is done, at most
+/// `tries` times, with a jittered backoff between attempts.
+pub(crate) fn retrying<T>(
+    tries: u32,
+    mut attempt: impl FnMut(u32) -> anyhow::Result<Attempt<T>>,
+) -> anyhow::Result<T> {
+    let mut last = None;
+    for n in 0..tries {
+        if n > 0 {
+            backoff(n);
+        }
+        match attempt(n)? {
+            Attempt::Done(t) => return Ok(t),
+            Attempt::Moved(e) => last = Some(e),
         }
     }
     Err(anyhow!(
-        "the branch kept moving: gave up after {} tries ({})",
-        cli.tries,
-        last_err.map(|e| e.to_string()).unwrap_or_default()
+        "the branch kept moving: gave up after {tries} tries ({})",
+        last.map(|e| e.to_string()).unwrap_or_default()
     ))
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-pub(crate) fn backoff(attempt: u32) {
+fn backoff(attempt: u32) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

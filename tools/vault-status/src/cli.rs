@@ -33,7 +33,7 @@ pub struct Cli {
     pub status: Vec<String>,
 
     /// Only this action id
-    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    #[arg(long, value_name = "ID")]
     pub id: Option<vault_core::ActionId>,
 
     /// List finished actions whose result landed this long ago at most:
@@ -73,10 +73,6 @@ fn parse_status(s: &str) -> Result<String, String> {
             STATUSES.join(", ")
         ))
     }
-}
-
-fn parse_id(s: &str) -> Result<vault_core::ActionId, String> {
-    vault_core::ActionId::parse(s).map_err(|e| e.to_string())
 }
 
 /// Seconds from `90`, `90s`, `15m`, `24h` or `7d`.

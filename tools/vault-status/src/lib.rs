@@ -71,12 +71,6 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The rows `cli` asks for, sorted by id.
 pub fn status(cli: &cli::Cli) -> anyhow::Result<Vec<Row>> {
     let cfg = cli.repo.config()?;
@@ -92,7 +86,7 @@ pub fn status(cli: &cli::Cli) -> anyhow::Result<Vec<Row>> {
     let view = View {
         repo,
         tip,
-        now_ms: now_ms(),
+        now_ms: vault_core::time::now_ms(),
         rule: cli.stuck.rule(),
         since_ms: cli.since.saturating_mul(1000),
     };

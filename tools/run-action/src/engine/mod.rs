@@ -256,10 +256,4 @@ fn note_not_started(ledger: &Ledger, id: &ActionId, why: &str) {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use vault_core::time::now_ms;
