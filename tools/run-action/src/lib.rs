@@ -31,7 +31,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
-pub mod mask;
+pub use vault_mask as mask;
 pub mod output;
 pub mod policy;
 

@@ -152,7 +152,7 @@ impl Drop for Coverage {
 
 #[cfg(test)]
 mod tests {
-    use crate::mask::testing::{mask_chunked, s};
+    use crate::testing::{mask_chunked, s};
 
     #[test]
     fn overlapping_secrets_are_hidden_whole() {

@@ -139,8 +139,8 @@ impl InterleavedMasker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::pattern::Patterns;
-    use crate::mask::testing::{contains, prng, s};
+    use crate::pattern::Patterns;
+    use crate::testing::{contains, prng, s};
     use std::sync::Arc;
 
     /// Which bytes of `input` the patterns of `values` cover.

@@ -165,9 +165,9 @@ impl Drop for Patterns {
 
 #[cfg(test)]
 mod tests {
-    use crate::mask::forms::{base64, base64_embedded, STANDARD, URL_SAFE};
-    use crate::mask::testing::{contains, mask_all, mask_chunked, prng, s};
-    use crate::mask::{Masker, MASK};
+    use crate::forms::{base64, base64_embedded, STANDARD, URL_SAFE};
+    use crate::testing::{contains, mask_all, mask_chunked, prng, s};
+    use crate::{Masker, MASK};
 
     /// `text` broken into lines of `width` bytes, each ended by `eol`
     /// except the last.

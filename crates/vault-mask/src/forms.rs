@@ -168,7 +168,7 @@ fn url_encode(data: &[u8], upper: bool, form: bool, all: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::testing::{mask_chunked, s};
+    use crate::testing::{mask_chunked, s};
 
     #[test]
     fn base64_matches_known_vectors() {
