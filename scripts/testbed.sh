@@ -33,6 +33,8 @@ install_packages() {
     dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
     # The https tests: a self-signed certificate and a TLS git server.
     command -v openssl >/dev/null || missing+=(openssl)
+    # The egress test's runner image carries the host's curl.
+    command -v curl >/dev/null || missing+=(curl)
     command -v python3 >/dev/null || missing+=(python3)
     # The metrics test parses the textfile with Prometheus' own Python parser
     # (Debian's, under /usr/bin/python3: a python3 earlier on PATH may lack it).

@@ -77,12 +77,86 @@ pub struct Action {
     pub checkout: Option<crate::checkout::Checkout>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Where the runner's network leads: `"none"` (nowhere), `"bridge"`
+/// (Docker's bridge: anywhere), or `{"allow": [...], "inject": {...}}`
+/// (only the listed destinations, through a gateway: [`crate::egress`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Network {
     #[default]
     None,
     Bridge,
+    Gateway(crate::egress::Egress),
+}
+
+/// What a policy speaks of: [`Network`] without the allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkKind {
+    None,
+    Bridge,
+    Gateway,
+}
+
+impl NetworkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkKind::None => "none",
+            NetworkKind::Bridge => "bridge",
+            NetworkKind::Gateway => "gateway",
+        }
+    }
+}
+
+impl Network {
+    pub fn kind(&self) -> NetworkKind {
+        match self {
+            Network::None => NetworkKind::None,
+            Network::Bridge => NetworkKind::Bridge,
+            Network::Gateway(_) => NetworkKind::Gateway,
+        }
+    }
+
+    /// The allowlist, for a gateway network.
+    pub fn egress(&self) -> Option<&crate::egress::Egress> {
+        match self {
+            Network::Gateway(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Network::None => s.serialize_str("none"),
+            Network::Bridge => s.serialize_str("bridge"),
+            Network::Gateway(e) => e.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Network;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""none", "bridge" or {"allow": ["host:port", ...]}"#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Network, E> {
+                match v {
+                    "none" => Ok(Network::None),
+                    "bridge" => Ok(Network::Bridge),
+                    other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Network, A::Error> {
+                crate::egress::Egress::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(Network::Gateway)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -135,6 +209,8 @@ pub enum ActionError {
     Name(#[from] NameError),
     #[error(transparent)]
     Checkout(#[from] crate::checkout::CheckoutError),
+    #[error(transparent)]
+    Egress(#[from] crate::egress::EgressError),
 }
 
 impl Action {
@@ -222,6 +298,9 @@ impl Action {
         }
         if let Some(c) = &self.checkout {
             c.validate()?;
+        }
+        if let Network::Gateway(e) = &self.network {
+            e.validate(&self.secrets)?;
         }
         Ok(())
     }
@@ -509,7 +588,17 @@ mod tests {
             (
                 "x",
                 r#"{"id":"x","secrets":[],"command":["a"],"network":"host"}"#,
-                "unknown variant",
+                "invalid value: string \"host\"",
+            ),
+            (
+                "x",
+                r#"{"id":"x","secrets":[],"command":["a"],"network":{"allow":["a.org"]}}"#,
+                "is not host:port",
+            ),
+            (
+                "x",
+                r#"{"id":"x","secrets":[],"command":["a"],"network":{"allow":["a.org:443"],"inject":{"T":{"host":"a.org","header":"X-Key"}}}}"#,
+                "which \"secrets\" does not list",
             ),
             (
                 "x",

@@ -17,6 +17,7 @@ pub mod approval;
 pub mod checkout;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod egress;
 pub mod exit;
 pub mod glob;
 pub mod jsonl;
@@ -31,10 +32,10 @@ pub mod stuck;
 pub mod time;
 pub mod toml_file;
 
-pub use action::{Action, ActionError, Network, Resources};
+pub use action::{Action, ActionError, Network, NetworkKind, Resources};
 pub use exit::Exit;
 pub use names::{ActionId, NameError, SecretName};
-pub use result::{ActionResult, ContainerInfo, Status};
+pub use result::{ActionResult, ContainerInfo, EgressRecord, Status};
 pub use scan::ScanLine;
 pub use settings::{DispatcherId, RepoConfig, RunnerUser, SettingError};
 

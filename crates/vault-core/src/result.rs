@@ -105,6 +105,23 @@ pub struct ActionResult {
     /// the commit mounted, the ref and commit pushed, a kept workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkout: Option<crate::checkout::CheckoutOutcome>,
+    /// For an action behind a gateway: the destinations it reached and
+    /// those refused ([`crate::egress`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressRecord>,
+}
+
+/// What a gateway saw: `host:port` to a count (tunnels, or requests for a
+/// host whose credentials it added), and `error` when its summary could not
+/// be read (then the counts are empty and say nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRecord {
+    #[serde(default)]
+    pub contacted: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    pub refused: std::collections::BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl ActionResult {
@@ -127,6 +144,7 @@ impl ActionResult {
             error: None,
             approval: None,
             checkout: None,
+            egress: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! images = ["vault-runner:*", "registry.local/node@sha256:*"]  # required
 //! formulas = ["publish"]                 # formula names (globs)
 //! commands = [["npm", "publish", "*"]]   # argv patterns, one glob per argument
-//! networks = ["none"]                    # default ["none"]
+//! networks = ["none"]                    # default ["none"]; also "bridge", "gateway"
+//! inject_hosts = ["api.example.org"]     # hosts (globs) a gateway may send it to
 //! max_timeout_s = 600                    # the action must set timeout_s <= this
 //! approvers = ["alice@example.com"]      # allowed-signers principals (globs)
 //! env = ["NPM_CONFIG_TAG"]               # env names the action may set (default: none)
@@ -20,7 +21,7 @@
 
 use crate::approval::Approval;
 use crate::glob::matches;
-use crate::{Action, Network, SecretName};
+use crate::{Action, NetworkKind, SecretName};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ pub struct Rule {
     #[serde(default)]
     pub commands: Vec<Vec<String>>,
     #[serde(default = "none_only")]
-    pub networks: Vec<Network>,
+    pub networks: Vec<NetworkKind>,
     #[serde(default)]
     pub max_timeout_s: Option<u64>,
     #[serde(default)]
@@ -58,10 +59,14 @@ pub struct Rule {
     /// left out (an env var can redirect where a secret is sent).
     #[serde(default)]
     pub env: Vec<String>,
+    /// Hosts (globs) a gateway may add this secret to requests for, when
+    /// an action names it under `network.inject`; none when left out.
+    #[serde(default)]
+    pub inject_hosts: Vec<String>,
 }
 
-fn none_only() -> Vec<Network> {
-    vec![Network::None]
+fn none_only() -> Vec<NetworkKind> {
+    vec![NetworkKind::None]
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,7 +148,7 @@ impl Policy {
                     self.path.display()
                 ));
             };
-            rule.check(u)
+            rule.check(secret, u)
                 .map_err(|why| format!("policy: secret {:?}: {why}", secret.as_str()))?;
         }
         Ok(())
@@ -151,7 +156,7 @@ impl Policy {
 }
 
 impl Rule {
-    fn check(&self, u: Use<'_>) -> Result<(), String> {
+    fn check(&self, secret: &SecretName, u: Use<'_>) -> Result<(), String> {
         let a = u.action;
         let image = u
             .image
@@ -175,10 +180,19 @@ impl Rule {
         {
             return Err(format!("env {name:?} is not in its env"));
         }
-        if !self.networks.contains(&a.network) {
+        let injected = a.network.egress().and_then(|e| e.inject.get(secret));
+        if let Some(inject) = injected {
+            // Never in the runner: what matters is where the gateway sends it.
+            if !self.inject_hosts.iter().any(|p| matches(p, &inject.host)) {
+                return Err(format!(
+                    "injecting it for host {:?} is not in its inject_hosts",
+                    inject.host
+                ));
+            }
+        } else if !self.networks.contains(&a.network.kind()) {
             return Err(format!(
                 "network {:?} is not in its networks",
-                net(a.network)
+                a.network.kind().as_str()
             ));
         }
         if let Some(max) = self.max_timeout_s {
@@ -201,13 +215,6 @@ impl Rule {
             }
         }
         Ok(())
-    }
-}
-
-fn net(n: Network) -> &'static str {
-    match n {
-        Network::None => "none",
-        Network::Bridge => "bridge",
     }
 }
 
@@ -315,6 +322,48 @@ networks = ["none", "bridge"]
         // A formula where the rule lists only commands.
         let dbf = r#"{"id":"a","secrets":["db"],"formula":"migrate"}"#;
         assert!(check(&p, dbf, img, None).is_err());
+    }
+
+    #[test]
+    fn injection_needs_its_host_and_a_mounted_secret_the_gateway_network() {
+        let policy = r#"
+[secrets.api]
+images = ["vault-runner:*"]
+commands = [["call"]]
+inject_hosts = ["api.example.org", "*.api.example.net"]
+
+[secrets.db]
+images = ["vault-runner:*"]
+commands = [["call"]]
+networks = ["gateway"]
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, policy).unwrap();
+        let p = Policy::load(&path).unwrap();
+        let act = |secrets: &str, host: &str| {
+            format!(
+                r#"{{"id":"a","secrets":[{secrets}],"command":["call"],
+                    "network":{{"allow":["{host}:443"],
+                    "inject":{{"api":{{"host":"{host}","header":"Authorization","format":"Bearer {{}}"}}}}}}}}"#
+            )
+        };
+        let img = Some("vault-runner:test");
+        check(&p, &act(r#""api""#, "api.example.org"), img, None).unwrap();
+        check(&p, &act(r#""api""#, "eu.api.example.net"), img, None).unwrap();
+        let e = check(&p, &act(r#""api""#, "evil.example.org"), img, None).unwrap_err();
+        assert!(
+            e.contains("\"evil.example.org\" is not in its inject_hosts"),
+            "{e}"
+        );
+        // A mounted secret in a gateway action: its networks must say so.
+        check(&p, &act(r#""api","db""#, "api.example.org"), img, None).unwrap();
+        let mounted = r#"{"id":"a","secrets":["api"],"command":["call"],"network":{"allow":["api.example.org:443"]}}"#;
+        let e = check(&p, mounted, img, None).unwrap_err();
+        assert!(
+            e.contains("network \"gateway\" is not in its networks"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! variable, so one exported environment configures the whole pipeline.
 
 use crate::config::{
-    RunConfig, Unenforced, DEFAULT_GRACE_S, DEFAULT_MAX_CPUS, DEFAULT_MAX_MEMORY_MB,
-    DEFAULT_MAX_PIDS, DEFAULT_RUNNER_USER, DEFAULT_TIMEOUT_S,
+    RunConfig, Unenforced, DEFAULT_GATEWAY_ROOTS, DEFAULT_GRACE_S, DEFAULT_MAX_CPUS,
+    DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_PIDS, DEFAULT_RUNNER_USER, DEFAULT_TIMEOUT_S,
 };
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -143,6 +143,34 @@ pub struct RunArgs {
     #[arg(long, env = "VAULT_ALLOW_UNENFORCED_LIMITS", value_name = "LIMITS",
           default_value = "", value_parser = parse_unenforced)]
     pub allow_unenforced_limits: Unenforced,
+
+    /// Comma-separated `host:port` patterns (`*` globs) that the entries of
+    /// an action's `"network": {"allow": [...]}` must each match; empty
+    /// rejects every such action.
+    #[arg(
+        long,
+        env = "VAULT_ALLOW_EGRESS",
+        value_name = "PATTERNS",
+        default_value = ""
+    )]
+    pub allow_egress: String,
+
+    /// The Docker network (made by the operator) through which an action's
+    /// gateway reaches the hosts its allowlist names. Unset: actions with
+    /// an allowlist are not run.
+    #[arg(long, env = "VAULT_EGRESS_NETWORK", value_name = "NETWORK")]
+    pub egress_network: Option<String>,
+
+    /// The image the per-action gateway runs in: its entrypoint must be
+    /// vault-gateway (scripts/gateway-image.sh builds one).
+    #[arg(long, env = "VAULT_GATEWAY_IMAGE", value_name = "IMAGE")]
+    pub gateway_image: Option<String>,
+
+    /// Certificates (PEM) the gateway trusts for the hosts it adds
+    /// credentials for; also added to the runner's CA bundle.
+    #[arg(long, env = "VAULT_GATEWAY_ROOTS", value_name = "FILE",
+          default_value = DEFAULT_GATEWAY_ROOTS)]
+    pub gateway_roots: PathBuf,
 }
 
 impl RunArgs {
@@ -163,6 +191,10 @@ impl RunArgs {
             runtime: self.runtime.clone(),
             secrets_dir: self.secrets_dir.clone(),
             allow_unenforced_limits: self.allow_unenforced_limits,
+            allow_egress: self.allow_egress.clone(),
+            egress_network: self.egress_network.clone(),
+            gateway_image: self.gateway_image.clone(),
+            gateway_roots: self.gateway_roots.clone(),
         }
     }
 }

@@ -49,7 +49,20 @@ pub struct RunConfig {
     pub secrets_dir: Option<PathBuf>,
     /// Resource limits the engine may leave unenforced.
     pub allow_unenforced_limits: Unenforced,
+    /// Comma-separated `host:port` globs an action's `network.allow`
+    /// entries must each match.
+    pub allow_egress: String,
+    /// The network a gateway reaches the allowed hosts through.
+    pub egress_network: Option<String>,
+    /// The image the gateway (vault-gateway) runs in.
+    pub gateway_image: Option<String>,
+    /// Trust anchors (PEM) for the gateway's upstream TLS, and added to the
+    /// runner's CA bundle.
+    pub gateway_roots: PathBuf,
 }
+
+/// `VAULT_GATEWAY_ROOTS` when unset: Debian's bundle.
+pub const DEFAULT_GATEWAY_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl Default for RunConfig {
     /// What the command line gives when no flag or variable is set.
@@ -68,6 +81,10 @@ impl Default for RunConfig {
             runtime: None,
             secrets_dir: None,
             allow_unenforced_limits: Unenforced::default(),
+            allow_egress: String::new(),
+            egress_network: None,
+            gateway_image: None,
+            gateway_roots: PathBuf::from(DEFAULT_GATEWAY_ROOTS),
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum Refusal {
     Image(String),
     #[error("network \"bridge\" is not allowed by policy (VAULT_ALLOW_BRIDGE)")]
     Bridge,
+    #[error("network \"allow\" entry {0:?} is not allowed by policy (VAULT_ALLOW_EGRESS)")]
+    Egress(String),
 }
 
 /// True when `image` matches one of the comma-separated patterns, where
@@ -45,6 +47,15 @@ pub fn limits(action: &Action, cfg: &RunConfig) -> Result<Limits, Refusal> {
     let bridge = action.network == Network::Bridge;
     if bridge && !cfg.allow_bridge {
         return Err(Refusal::Bridge);
+    }
+    if let Some(e) = action.network.egress() {
+        if let Some(entry) = e
+            .allow
+            .iter()
+            .find(|a| !image_allowed(&cfg.allow_egress, a))
+        {
+            return Err(Refusal::Egress(entry.clone()));
+        }
     }
     let r = action.resources.unwrap_or_default();
     let memory_mb = r
@@ -121,6 +132,32 @@ mod tests {
         assert_eq!(l.nano_cpus, 500_000_000);
         assert_eq!(l.pids, 10);
         assert_eq!(l.timeout_s, 5);
+    }
+
+    #[test]
+    fn every_allow_entry_needs_policy() {
+        let a = action(
+            r#"{"id":"x","secrets":[],"command":["a"],
+                "network":{"allow":["api.example.org:443","x.pkg.example.org:443"]}}"#,
+        );
+        let cfg = RunConfig::default();
+        assert_eq!(
+            limits(&a, &cfg),
+            Err(Refusal::Egress("api.example.org:443".into()))
+        );
+        let cfg = RunConfig {
+            allow_egress: "api.example.org:443, *.pkg.example.org:443".into(),
+            ..RunConfig::default()
+        };
+        assert!(!limits(&a, &cfg).unwrap().bridge);
+        let cfg = RunConfig {
+            allow_egress: "api.example.org:443,*.pkg.example.org:80".into(),
+            ..RunConfig::default()
+        };
+        assert_eq!(
+            limits(&a, &cfg),
+            Err(Refusal::Egress("x.pkg.example.org:443".into()))
+        );
     }
 
     #[test]

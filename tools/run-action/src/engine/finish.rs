@@ -28,6 +28,9 @@ pub(super) struct Ran {
     pub(super) timeout_s: u64,
     /// When the container started (ms since the epoch).
     pub(super) started_ms: u64,
+    /// The gateway this process started (`None` on a resume: then one is
+    /// looked for by name, if the action's network is an allowlist).
+    pub(super) gateway: Option<super::gateway::Gateway>,
 }
 
 impl Run<'_> {
@@ -40,6 +43,7 @@ impl Run<'_> {
             sup,
             timeout_s,
             started_ms,
+            gateway,
         } = ran;
         let cid = cid.as_str();
         let mut r = ActionResult::for_scan(scan, Status::Error, ctx.dispatcher);
@@ -68,6 +72,18 @@ impl Run<'_> {
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
+        // The runner is done: the gateway's summary is complete.
+        let allowlisted = scan
+            .action
+            .as_ref()
+            .is_some_and(|a| a.network.egress().is_some());
+        r.egress = match gateway {
+            Some(g) => Some(g.conclude(docker, scan.id.as_str()).await),
+            None if allowlisted => {
+                Some(super::gateway::finish(docker, scan.id.as_str(), None).await)
+            }
+            None => None,
+        };
         let now = now_ms();
         let state = inspected.as_ref().and_then(|c| c.state.clone());
         let running = inspected.as_ref().is_some_and(is_running);

@@ -13,6 +13,7 @@ use vault_core::{Action, ActionId, ActionResult, ContainerInfo, ScanLine, Status
 
 mod docker;
 mod finish;
+mod gateway;
 mod prepare;
 mod readback;
 mod rm;
@@ -22,6 +23,7 @@ mod supervise;
 mod workspace;
 
 pub use docker::{connect, connect_engine, engine_of, inspect, is_ours, remove, Engine};
+pub use gateway::{gateway_name, network_name, Attach as GatewayAttach};
 pub use readback::{unapplied, Unapplied};
 pub use rm::{rm, sweep_workspaces, RmError};
 pub use spec::{container_config, run_dir, Binds, ACTION_TARGET, SECRETS_TARGET};

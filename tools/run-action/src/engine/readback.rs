@@ -190,16 +190,26 @@ pub fn unapplied(asked: &ContainerCreateBody, c: &ContainerInspectResponse) -> V
     }
     if let Some(w) = &want.network_mode {
         let g = got.network_mode.clone().unwrap_or_default();
-        let ok = if w == "none" {
-            g == "none"
-        } else {
+        let ok = match w.as_str() {
+            "none" => g == "none",
             // A bridge asked for: anything but sharing another namespace.
-            !(g == "host" || g.starts_with("container:") || g.starts_with("ns:"))
+            "bridge" => !(g == "host" || g.starts_with("container:") || g.starts_with("ns:")),
+            // A gateway's network: that one.
+            _ => g == *w,
         };
         if !ok {
             miss(
                 None,
                 format!("the network mode (HostConfig.NetworkMode: asked {w:?}, the engine shows {g:?})"),
+            );
+        }
+    }
+    for (k, v) in want.sysctls.iter().flatten() {
+        let g = got.sysctls.as_ref().and_then(|s| s.get(k));
+        if g != Some(v) {
+            miss(
+                None,
+                format!("the sysctl {k}={v} (HostConfig.Sysctls: the engine shows {g:?})"),
             );
         }
     }
@@ -395,6 +405,7 @@ mod tests {
                 secrets_dir: Some(Path::new("/secrets/x")),
                 action_file: Path::new("/cache/run/a1/action.json"),
                 workspace: None,
+                gateway: None,
             },
             engine,
         )

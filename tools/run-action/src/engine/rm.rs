@@ -29,6 +29,10 @@ pub async fn rm(cache: &Path, id: &ActionId) -> Result<(), RmError> {
             .await
             .map_err(|e| RmError::Failed(format!("cannot remove {name}: {e}")))?;
     }
+    // The gateway of an allowlisted network, if a run left it behind.
+    super::gateway::remove_all(&docker, id.as_str())
+        .await
+        .map_err(RmError::Failed)?;
     // The run ledger (and an earlier version's journal) stays: it is the
     // proof that this id was started.
     match std::fs::remove_dir_all(run_dir(cache, id.as_str())) {

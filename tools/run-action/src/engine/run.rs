@@ -87,6 +87,33 @@ impl Run<'_> {
             },
             None => None,
         };
+        // The gateway, for an allowlisted network: also before the start
+        // record (a gateway that cannot start leaves the id unspent).
+        let mut gateway = match action.network.egress() {
+            Some(e) => {
+                match super::gateway::start(docker, action, e, &secrets, ctx, engine).await {
+                    Ok(g) => Some(g),
+                    Err(n) => {
+                        let _ = std::fs::remove_dir_all(run_dir(ctx.cache, action.id.as_str()));
+                        if action.checkout.is_some() {
+                            super::workspace::discard(ctx.cache, action.id.as_str());
+                        }
+                        return Err(n);
+                    }
+                }
+            }
+            None => None,
+        };
+        // Every way out below before the container started removes it.
+        macro_rules! fail {
+            ($n:expr) => {{
+                let n = $n;
+                if let Some(g) = gateway.take() {
+                    g.discard(docker, action.id.as_str()).await;
+                }
+                return Err(n);
+            }};
+        }
         // Nothing of this run is left behind when the container never starts.
         let cleanup_action_file = || {
             let _ = std::fs::remove_dir_all(run_dir(ctx.cache, action.id.as_str()));
@@ -103,6 +130,7 @@ impl Run<'_> {
                 secrets_dir,
                 action_file: &action_file,
                 workspace,
+                gateway: gateway.as_ref().map(|g| &g.attach),
             },
             engine,
         );
@@ -121,7 +149,7 @@ impl Run<'_> {
         };
         if let Err(e) = ledger.record_start(&record) {
             cleanup_action_file();
-            return Err(match e {
+            fail!(match e {
                 LedgerError::Exists { .. } => NotRun::abandoned(
                     "another run-action recorded a start of this id in the run ledger first; not starting a second one",
                 ),
@@ -135,13 +163,13 @@ impl Run<'_> {
         let created = match created {
             Ok(c) => c,
             Err(e) if is_status(&e, 409) => {
-                return Err(NotRun::error(format!(
+                fail!(NotRun::error(format!(
                     "container {name} already exists (another run of this action?); not starting a second one"
                 )))
             }
             Err(e) => {
                 cleanup_action_file();
-                return Err(NotRun::error(format!(
+                fail!(NotRun::error(format!(
                     "cannot create container {name}: {e}"
                 )));
             }
@@ -176,7 +204,7 @@ impl Run<'_> {
             };
             cleanup_action_file();
             note_not_started(ledger, &scan.id, &why);
-            return Err(NotRun::error(format!("{why}; {removed}")).with_container(container));
+            fail!(NotRun::error(format!("{why}; {removed}")).with_container(container));
         }
         // Attach before start, so that not a byte of a short-lived
         // container's output is missed.
@@ -190,7 +218,7 @@ impl Run<'_> {
                 cleanup_action_file();
                 let why = format!("cannot attach to {name}: {e}");
                 note_not_started(ledger, &scan.id, &why);
-                return Err(NotRun::error(why));
+                fail!(NotRun::error(why));
             }
         };
         let started_ms = now_ms();
@@ -208,7 +236,7 @@ impl Run<'_> {
                 }
                 let why = format!("cannot start container {name}: {e}");
                 note_not_started(ledger, &scan.id, &why);
-                return Err(NotRun::error(why).with_container(container));
+                fail!(NotRun::error(why).with_container(container));
             }
         }
         let sink = OutputSink::new(masker_for(&secrets));
@@ -223,6 +251,7 @@ impl Run<'_> {
                 sup,
                 timeout_s: limits.timeout_s,
                 started_ms,
+                gateway,
             })
             .await)
     }
@@ -275,6 +304,7 @@ impl Run<'_> {
             sup,
             timeout_s,
             started_ms,
+            gateway: None,
         })
         .await
     }
@@ -295,6 +325,7 @@ impl Run<'_> {
             sup,
             timeout_s: 0,
             started_ms: now_ms(),
+            gateway: None,
         })
         .await
     }

@@ -36,6 +36,9 @@ pub struct Binds<'a> {
     pub action_file: &'a Path,
     /// The code workspace at the action's `checkout.path`.
     pub workspace: Option<Mount>,
+    /// The gateway, for an allowlisted network: the runner joins its
+    /// network only, trusts its CA, and is not given the secrets it adds.
+    pub gateway: Option<&'a super::gateway::Attach>,
 }
 
 /// The container's configuration: everything locked down.
@@ -51,6 +54,7 @@ pub fn container_config(
         secrets_dir,
         action_file,
         workspace,
+        gateway,
     } = binds;
     let id = action.id.as_str();
     let labels = HashMap::from([
@@ -60,6 +64,9 @@ pub fn container_config(
     ]);
     let mut env: Vec<String> = action.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("VAULT_ACTION_ID={id}"));
+    if let Some(g) = gateway {
+        env.extend(super::gateway::runner_env(g));
+    }
     // A formula runs the image's own entrypoint with argv [formula, id]; a
     // command is the whole argv (the image's entrypoint is cleared).
     let (entrypoint, cmd) = match (&action.formula, &action.command) {
@@ -68,8 +75,22 @@ pub fn container_config(
         (None, None) => (None, Vec::new()),
     };
     let mut mounts = Vec::new();
-    if let Some(dir) = secrets_dir {
-        mounts.push(bind(dir, SECRETS_TARGET));
+    match (secrets_dir, gateway) {
+        // The secrets the gateway adds never reach the runner: the others
+        // are mounted one by one.
+        (Some(dir), Some(g)) if !g.hidden.is_empty() => {
+            for name in action.secrets.iter().filter(|s| !g.hidden.contains(s)) {
+                mounts.push(bind(
+                    &dir.join(name.as_str()),
+                    &format!("{SECRETS_TARGET}/{}", name.as_str()),
+                ));
+            }
+        }
+        (Some(dir), _) => mounts.push(bind(dir, SECRETS_TARGET)),
+        (None, _) => {}
+    }
+    if let Some(g) = gateway {
+        mounts.extend(super::gateway::ca_mounts(g));
     }
     mounts.push(bind(action_file, ACTION_TARGET));
     mounts.extend(workspace);
@@ -99,7 +120,18 @@ pub fn container_config(
         memory_swap: Some(limits.memory_bytes),
         nano_cpus: Some(limits.nano_cpus),
         pids_limit: Some(limits.pids),
-        network_mode: Some(if limits.bridge { "bridge" } else { "none" }.into()),
+        network_mode: Some(match gateway {
+            Some(g) => g.network.clone(),
+            None if limits.bridge => "bridge".into(),
+            None => "none".into(),
+        }),
+        // No IPv6 on a gateway's network: its only way out is the gateway.
+        sysctls: gateway.map(|_| {
+            HashMap::from([(
+                "net.ipv6.conf.all.disable_ipv6".to_string(),
+                "1".to_string(),
+            )])
+        }),
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),
             config: None,
@@ -134,7 +166,7 @@ pub fn container_config(
         attach_stderr: Some(true),
         open_stdin: Some(false),
         tty: Some(false),
-        network_disabled: Some(!limits.bridge),
+        network_disabled: Some(!limits.bridge && gateway.is_none()),
         host_config: Some(host_config),
         ..Default::default()
     }
