@@ -1,6 +1,7 @@
-//! The compose deployment end to end on the real bench: the edge and runner
-//! images built from the shipped `deploy/Dockerfile.edge` and
-//! `deploy/runner/Dockerfile` by the shipped `docker-compose.yml` (with
+//! The compose deployment end to end on the real bench: the edge, runner
+//! and gateway images built from the shipped `deploy/Dockerfile.edge`,
+//! `deploy/runner/Dockerfile` and `deploy/Dockerfile.gateway` by the shipped
+//! `docker-compose.yml` (with
 //! docker-compose 1.29, Debian bookworm's), the dispatcher brought up with
 //! it, an ops repo on the testbed's git daemon and a real age secret.
 //!
@@ -17,6 +18,9 @@
 //!   `VAULT_CACHE`, `VAULT_SECRETS_TMPFS`: a tmpfs the test mounts), and the
 //!   images get test-only tags, removed at the end with the project
 //!   (`down -v`). The base image is kept.
+//! - The allowlisted action's upstream is a container on a network the test
+//!   makes (`vault_e2e::egress`), with a CA of its own that `.env` names in
+//!   `VAULT_GATEWAY_ROOTS`.
 //!
 //! Needs `docker-compose` on PATH and the release binaries
 //! (`cargo build --release --locked`), which the edge image copies.
@@ -29,7 +33,16 @@ use std::time::{Duration, Instant, SystemTime};
 use vault_e2e::{container_state, creates, now_s, shared_dockerd};
 use vault_testkit::{docker, run_with, unique, wait_until, OpsRepo, Output, SecretStore, Testbed};
 
-const TOOLS: [&str; 4] = ["vault-scan", "secret-mount", "run-action", "result-write"];
+/// The release binaries the images copy (the edge image the first five,
+/// the gateway image vault-gateway).
+const TOOLS: [&str; 6] = [
+    "vault-scan",
+    "secret-mount",
+    "run-action",
+    "result-write",
+    "vault-status",
+    "vault-gateway",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -63,7 +76,7 @@ fn check_release_binaries(root: &Path) {
         let manifest =
             std::fs::read_to_string(root.join("tools").join(tool).join("Cargo.toml")).unwrap();
         let mut sources = newest(&root.join("tools").join(tool).join("src"));
-        for dep in ["vault-core", "vault-git"] {
+        for dep in ["vault-core", "vault-git", "vault-mask"] {
             if manifest.contains(&format!("\n{dep}.workspace")) {
                 sources = sources.max(newest(&root.join("crates").join(dep).join("src")));
             }
@@ -211,7 +224,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
-fn compose_deployment_builds_both_images_and_dispatches_with_the_secret_masked() {
+fn compose_deployment_builds_its_images_and_dispatches_with_the_secret_masked() {
     let _g = shared_dockerd();
     let t0 = Instant::now();
     let tb = Testbed::get();
@@ -265,9 +278,17 @@ fn compose_deployment_builds_both_images_and_dispatches_with_the_secret_masked()
     )
     .unwrap();
 
+    // The egress side: a network of the test's own with an upstream on it,
+    // whose CA the gateway is told to trust (a path inside the container).
+    let certs = tempfile::TempDir::new().unwrap();
+    vault_e2e::egress::make_certs(certs.path());
+    std::fs::copy(certs.path().join("ca.pem"), vault.join("upstream-ca.pem")).unwrap();
+    let upstream = vault_e2e::egress::Upstream::start(certs);
+
     let tag = unique("compose-test");
     let edge_image = format!("vault-dispatch:{tag}");
     let runner_image = format!("vault-runner:{tag}");
+    let gateway_image = format!("vault-gateway:{tag}");
     let dispatcher_id = format!("edge-{tag}");
     let mut settings = vec![
         ("VAULT_BUILD_NETWORK", "host".to_string()),
@@ -280,6 +301,16 @@ fn compose_deployment_builds_both_images_and_dispatches_with_the_secret_masked()
         ("VAULT_DISPATCHER_ID", dispatcher_id.clone()),
         ("VAULT_INTERVAL", "2".to_string()),
         ("VAULT_TIMEOUT_S", "120".to_string()),
+        ("VAULT_GATEWAY_IMAGE", gateway_image.clone()),
+        (
+            "VAULT_EGRESS_NETWORK",
+            vault_e2e::egress::EGRESS_NET.to_string(),
+        ),
+        ("VAULT_ALLOW_EGRESS", "api.test.example:8443".to_string()),
+        (
+            "VAULT_GATEWAY_ROOTS",
+            "/etc/vault/upstream-ca.pem".to_string(),
+        ),
     ];
     let env_file = base.join(".env");
     // Building needs no VAULT_REPO: it is not in .env yet.
@@ -288,30 +319,44 @@ fn compose_deployment_builds_both_images_and_dispatches_with_the_secret_masked()
         name: format!("vaultcompose{}", std::process::id()),
         env_file: env_file.clone(),
         files: vec![root.join("docker-compose.yml"), override_file.clone()],
-        images: vec![edge_image.clone(), runner_image.clone()],
+        images: vec![
+            edge_image.clone(),
+            runner_image.clone(),
+            gateway_image.clone(),
+        ],
         dispatcher_id: dispatcher_id.clone(),
     };
 
-    // `docker compose build`, no service named: both images.
+    // `docker compose build`, no service named: all three images.
     let built = project.run(&["build"], Duration::from_secs(600));
     built.success();
-    for image in [&edge_image, &runner_image] {
+    for image in [&edge_image, &runner_image, &gateway_image] {
         docker(&["image", "inspect", image]).success();
     }
-    let user = docker(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{.Config.User}}",
-        &runner_image,
-    ]);
-    assert_eq!(user.stdout.trim(), "65534:65534");
+    for image in [&runner_image, &gateway_image] {
+        let user = docker(&["image", "inspect", "--format", "{{.Config.User}}", image]);
+        assert_eq!(user.stdout.trim(), "65534:65534", "{image}");
+    }
 
     // Two approved actions: the runner image's own formula, and a command
     // reading its secret.
     let hello = unique("hello");
     let secret_id = unique("secret");
+    let egress_id = unique("egress");
     repo.land_actions(&[
+        (
+            egress_id.as_str(),
+            serde_json::json!({
+                "id": egress_id,
+                "secrets": ["API_TOKEN"],
+                "command": ["sh", "-c", "curl -sS https://api.test.example:8443/echo; echo rc=$?; ls /run/secrets 2>&1"],
+                "network": {
+                    "allow": ["api.test.example:8443"],
+                    "inject": {"API_TOKEN": {"host": "api.test.example", "header": "Authorization", "format": "Bearer {}"}}
+                }
+            })
+            .to_string(),
+        ),
         (
             hello.as_str(),
             serde_json::json!({"id": hello, "secrets": [], "formula": "hello"}).to_string(),
@@ -347,7 +392,7 @@ fn compose_deployment_builds_both_images_and_dispatches_with_the_secret_masked()
     };
     let limit = Duration::from_secs(180);
     let deadline = Instant::now() + limit;
-    while !(finished(&hello) && finished(&secret_id)) {
+    while !(finished(&hello) && finished(&secret_id) && finished(&egress_id)) {
         if Instant::now() > deadline {
             let l = logs();
             panic!(
@@ -358,7 +403,7 @@ fn compose_deployment_builds_both_images_and_dispatches_with_the_secret_masked()
         std::thread::sleep(Duration::from_millis(500));
     }
     // The dispatcher removes each container once its result is recorded.
-    for id in [&hello, &secret_id] {
+    for id in [&hello, &secret_id, &egress_id] {
         wait_until(
             "the action's container to go",
             Duration::from_secs(60),
@@ -386,9 +431,29 @@ fn compose_deployment_builds_both_images_and_dispatches_with_the_secret_masked()
     let secret_logs = r["logs"].as_str().unwrap();
     assert!(secret_logs.contains("token=***"), "{secret_logs}");
     assert!(secret_logs.contains("API_TOKEN"), "{secret_logs}");
-    for id in [&hello, &secret_id] {
+    for id in [&hello, &secret_id, &egress_id] {
         assert_eq!(creates(id, since), 1, "{id} started once");
     }
+
+    // The allowlisted action, through the compose-built gateway: the
+    // upstream got the token, the runner only the masked echo.
+    let r = repo.result(&egress_id).unwrap();
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let egress_logs = r["logs"].as_str().unwrap();
+    assert!(egress_logs.contains("echo-auth=***"), "{egress_logs}");
+    assert!(egress_logs.contains("rc=0"), "{egress_logs}");
+    assert!(
+        !egress_logs.contains("API_TOKEN"),
+        "not mounted: {egress_logs}"
+    );
+    assert_eq!(r["egress"]["contacted"]["api.test.example:8443"], 1, "{r}");
+    let seen: Vec<_> = upstream
+        .requests()
+        .into_iter()
+        .filter(|q| q["path"] == "/echo")
+        .collect();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["authorization"], format!("Bearer {canary}"));
 
     // compose never keeps a runner container (scale 0).
     let ps = docker(&[
@@ -486,7 +551,7 @@ fn compose_deployment_builds_both_images_and_dispatches_with_the_secret_masked()
     assert!(left.is_empty(), "the tmpfs is wiped: {left:?}");
 
     drop(project);
-    for image in [&edge_image, &runner_image] {
+    for image in [&edge_image, &runner_image, &gateway_image] {
         assert_ne!(docker(&["image", "inspect", image]).code, Some(0));
     }
     eprintln!("whole compose test: {:.1} s", t0.elapsed().as_secs_f64());

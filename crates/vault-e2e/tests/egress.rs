@@ -12,192 +12,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use vault_e2e::egress::*;
 use vault_e2e::*;
 use vault_testkit::{docker, run_with, unique, wait_until, OpsRepo, SecretStore, TempDir, Testbed};
-
-/// The test's egress network and where its upstream sits on it.
-const EGRESS_NET: &str = "vault-e2e-egress";
-const EGRESS_SUBNET: &str = "10.213.77.0/24";
-const EGRESS_HOST_IP: &str = "10.213.77.1";
-const UPSTREAM_IP: &str = "10.213.77.10";
-const UPSTREAM_NAME: &str = "vault-e2e-upstream";
-const CLIENT_IMAGE: &str = "vault-runner-curl:e2e";
-const GATEWAY_IMAGE: &str = "vault-gateway:e2e";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn sh(script: &str) -> vault_testkit::Output {
-    run_with(
-        Command::new("bash").arg("-c").arg(script),
-        b"",
-        Duration::from_secs(180),
-    )
-}
-
-/// The gateway image, from the vault-gateway beside the other tools.
-fn build_gateway_image() {
-    let bin = vault_testkit::bin("vault-gateway");
-    let out = run_with(
-        Command::new("bash")
-            .arg(root().join("scripts/gateway-image.sh"))
-            .arg(&bin)
-            .arg(GATEWAY_IMAGE),
-        b"",
-        Duration::from_secs(120),
-    );
-    out.success();
-}
-
-/// busybox (the testbed's runner root) plus the host's curl and the
-/// libraries it links.
-fn build_client_image() {
-    let script = format!(
-        r#"set -euo pipefail
-root=$(mktemp -d); trap 'rm -rf "$root"' EXIT
-bash {testbed} rootfs | tar -C "$root" -x
-install -D -m 0755 /usr/bin/curl "$root/usr/bin/curl"
-ldd /usr/bin/curl | awk '$2 == "=>" && $3 ~ /^\// {{print $3}} $1 ~ /^\// {{print $1}}' | sort -u |
-while read -r lib; do mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; done
-tar -C "$root" --owner=0 --group=0 -c . | docker import -c 'ENV PATH=/bin:/usr/bin' - {CLIENT_IMAGE} >/dev/null"#,
-        testbed = root().join("scripts/testbed.sh").display()
-    );
-    sh(&script).success();
-}
-
-/// A CA of the test's own and a certificate for the upstream's names.
-fn make_certs(dir: &Path) {
-    let script = format!(
-        r#"set -euo pipefail
-cd {dir}
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout ca.key -out ca.pem -days 2 -subj /CN=vault-e2e-upstream-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout server.key -out server.csr -subj /CN=api.test.example 2>/dev/null
-printf 'subjectAltName=DNS:api.test.example,DNS:other.test.example,DNS:plain.test.example\n' >ext
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-  -extfile ext -out server.pem 2>/dev/null
-chmod 0644 server.key"#,
-        dir = dir.display()
-    );
-    sh(&script).success();
-}
-
-const UPSTREAM_PY: &str = r#"
-import http.server, json, ssl
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        auth = self.headers.get('Authorization', '')
-        with open('/log/requests.log', 'a') as f:
-            f.write(json.dumps({'host': self.headers.get('Host'), 'path': self.path,
-                                'authorization': auth}) + '\n')
-        body = ('echo-auth=' + auth + '\n').encode()
-        self.send_response(200)
-        self.send_header('X-Echo', auth)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-srv = http.server.ThreadingHTTPServer(('0.0.0.0', 8443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain('/certs/server.pem', '/certs/server.key')
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-print('listening', flush=True)
-srv.serve_forever()
-"#;
-
-/// The egress network and the upstream on it; removed on drop.
-struct Upstream {
-    log: TempDir,
-    _certs: TempDir,
-}
-
-impl Upstream {
-    fn start(certs: TempDir) -> Upstream {
-        Upstream::remove();
-        let log = TempDir::new().unwrap();
-        std::fs::write(certs.path().join("upstream.py"), UPSTREAM_PY).unwrap();
-        docker(&[
-            "network",
-            "create",
-            "--internal",
-            "--subnet",
-            EGRESS_SUBNET,
-            "--gateway",
-            EGRESS_HOST_IP,
-            EGRESS_NET,
-        ])
-        .success();
-        let certs_mount = format!("{}:/certs:ro", certs.path().display());
-        let log_mount = format!("{}:/log", log.path().display());
-        // Debian's python3 from the host, read-only, in a busybox root.
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            UPSTREAM_NAME,
-            "--network",
-            EGRESS_NET,
-            "--ip",
-            UPSTREAM_IP,
-            "--network-alias",
-            "api.test.example",
-            "--network-alias",
-            "other.test.example",
-            "--network-alias",
-            "plain.test.example",
-            "-v",
-            "/usr:/usr:ro",
-            "-v",
-            "/lib64:/lib64:ro",
-            // Where /lib64's loader (a symlink into /lib) and the libraries are.
-            "-v",
-            "/usr/lib:/lib:ro",
-            "-v",
-            &certs_mount,
-            "-v",
-            &log_mount,
-            &Testbed::get().image,
-            "/usr/bin/python3",
-            "/certs/upstream.py",
-        ])
-        .success();
-        wait_until("the upstream to listen", Duration::from_secs(30), || {
-            docker(&["logs", UPSTREAM_NAME])
-                .stdout
-                .contains("listening")
-        });
-        Upstream { log, _certs: certs }
-    }
-
-    fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.log.path().join("requests.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn remove() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", UPSTREAM_NAME])
-            .output();
-        let _ = Command::new("docker")
-            .args(["network", "rm", EGRESS_NET])
-            .output();
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        Upstream::remove();
-    }
-}
 
 fn rot13(s: &str) -> String {
     s.chars()
@@ -270,9 +89,106 @@ fn gateway_gone(id: &str) -> bool {
             .success()
 }
 
+/// The tests of this file share the upstream's network and names.
+static UPSTREAM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    UPSTREAM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A site pointed at the test's egress world.
+fn gateway_site(tb: &Testbed, repo: &OpsRepo, secrets: &SecretStore, ca: &std::path::Path) -> Site {
+    let mut site = Site::new(tb, &repo.url, secrets, "host-gw");
+    site.extra_env = vec![
+        (
+            "VAULT_ALLOW_IMAGES".into(),
+            format!("{},{CLIENT_IMAGE}", tb.image),
+        ),
+        (
+            "VAULT_ALLOW_EGRESS".into(),
+            "api.test.example:8443,*.test.example:8443".into(),
+        ),
+        ("VAULT_EGRESS_NETWORK".into(), EGRESS_NET.into()),
+        ("VAULT_GATEWAY_IMAGE".into(), GATEWAY_IMAGE.into()),
+        ("VAULT_GATEWAY_ROOTS".into(), ca.display().to_string()),
+        ("VAULT_ALLOW_BRIDGE".into(), "1".into()),
+    ];
+    site
+}
+
+/// The dispatcher is killed (the whole process tree, as a host crash would)
+/// while the runner works: the next cycle re-attaches to the runner, finds
+/// the gateway by name, records its summary, and removes both.
+#[test]
+fn a_resumed_run_reads_the_summary_of_the_gateway_it_did_not_start() {
+    let _g = shared_dockerd();
+    let _one = one_at_a_time();
+    let tb = Testbed::get();
+    build_gateway_image();
+    build_client_image();
+    let certs = TempDir::new().unwrap();
+    make_certs(certs.path());
+    let ca = certs.path().join("ca.pem");
+    let upstream = Upstream::start(certs);
+    let repo = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    let token = format!("tok-{}", unique("resume"));
+    secrets.add("API_TOKEN", token.as_bytes());
+    let site = gateway_site(&tb, &repo, &secrets, &ca);
+    let id = unique("gw-resume");
+    let mut a: serde_json::Value = serde_json::from_str(&action(
+        &id,
+        &["API_TOKEN"],
+        "curl -sS https://api.test.example:8443/echo; sleep 6; curl -sS -o /dev/null https://other.test.example:8443/; echo finished",
+    ))
+    .unwrap();
+    a["image"] = CLIENT_IMAGE.into();
+    a["network"] = serde_json::json!({
+        "allow": ["api.test.example:8443"],
+        "inject": {"API_TOKEN": {"host": "api.test.example", "header": "Authorization", "format": "Bearer {}"}}
+    });
+    let since = now_s();
+    repo.land_action(&id, &a.to_string());
+    let child = site.spawn();
+    wait_until(
+        "the runner's first request",
+        Duration::from_secs(90),
+        || upstream.requests().iter().any(|q| q["path"] == "/echo"),
+    );
+    kill_group(child.id());
+    let mut child = child;
+    let _ = child.wait();
+    assert_eq!(repo.result(&id).unwrap()["status"], "running");
+
+    let out = site.once();
+    out.success();
+    let r = repo.result(&id).unwrap();
+    assert_eq!(r["status"], "succeeded", "{r}\n{}", out.stderr);
+    assert!(
+        r["logs"].as_str().unwrap_or("").contains("finished") || r["logs"].is_null(),
+        "{r}"
+    );
+    // Counted by the gateway across both dispatcher processes.
+    assert_eq!(r["egress"]["contacted"]["api.test.example:8443"], 1, "{r}");
+    assert_eq!(r["egress"]["refused"]["other.test.example:8443"], 1, "{r}");
+    assert_eq!(creates(&id, since), 1, "started once");
+    assert!(gateway_gone(&id), "the gateway and its network are removed");
+    let seen: Vec<_> = upstream
+        .requests()
+        .into_iter()
+        .filter(|q| q["path"] == "/echo")
+        .collect();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["authorization"], format!("Bearer {token}"));
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains(&token), "the token leaked");
+    }
+}
+
 #[test]
 fn only_allowlisted_hosts_are_reached_and_the_token_is_added_outside_the_runner() {
     let _g = shared_dockerd();
+    let _one = one_at_a_time();
     let tb = Testbed::get();
     build_gateway_image();
     build_client_image();
@@ -297,21 +213,7 @@ fn only_allowlisted_hosts_are_reached_and_the_token_is_added_outside_the_runner(
     let mounted = format!("mounted-{}", unique("gw"));
     secrets.add("API_TOKEN", token.as_bytes());
     secrets.add("MOUNTED", mounted.as_bytes());
-    let mut site = Site::new(&tb, &repo.url, &secrets, "host-gw");
-    site.extra_env = vec![
-        (
-            "VAULT_ALLOW_IMAGES".into(),
-            format!("{},{CLIENT_IMAGE}", tb.image),
-        ),
-        (
-            "VAULT_ALLOW_EGRESS".into(),
-            "api.test.example:8443,*.test.example:8443".into(),
-        ),
-        ("VAULT_EGRESS_NETWORK".into(), EGRESS_NET.into()),
-        ("VAULT_GATEWAY_IMAGE".into(), GATEWAY_IMAGE.into()),
-        ("VAULT_GATEWAY_ROOTS".into(), ca.display().to_string()),
-        ("VAULT_ALLOW_BRIDGE".into(), "1".into()),
-    ];
+    let site = gateway_site(&tb, &repo, &secrets, &ca);
 
     let gw = unique("gw");
     let bridge = unique("bridge");

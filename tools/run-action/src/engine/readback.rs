@@ -444,6 +444,102 @@ mod tests {
         }
     }
 
+    /// A runner behind a gateway: its network, its environment, the
+    /// injected secret left out of its mounts; and every one of those read
+    /// back.
+    #[test]
+    fn a_gateway_runner_is_configured_and_read_back() {
+        let config = RunConfig::default();
+        let action: Action = serde_json::from_value(json!({
+            "id": "a1", "secrets": ["K", "T"], "command": ["true"],
+            "network": {"allow": ["api.example.org:443"],
+                        "inject": {"T": {"host": "api.example.org", "header": "Authorization"}}}
+        }))
+        .unwrap();
+        action.validate().unwrap();
+        let limits = policy::limits(
+            &action,
+            &RunConfig {
+                allow_egress: "*".into(),
+                ..RunConfig::default()
+            },
+        )
+        .unwrap();
+        let admission = vault_core::admit::Admission::default();
+        let ctx = Ctx {
+            config: &config,
+            admission: &admission,
+            cache: Path::new("/cache"),
+            dispatcher: "d",
+            checkout: None,
+        };
+        let attach = crate::engine::GatewayAttach {
+            network: "vault-net-a1".into(),
+            proxy: "http://10.9.0.2:3128".into(),
+            ca_file: "/cache/run/a1/gateway-ca.pem".into(),
+            bundle_file: "/cache/run/a1/ca-bundle.pem".into(),
+            hidden: vec![vault_core::SecretName::parse("T").unwrap()],
+        };
+        let a = container_config(
+            &action,
+            "img",
+            &limits,
+            &ctx,
+            Binds {
+                secrets_dir: Some(Path::new("/secrets/x")),
+                action_file: Path::new("/cache/run/a1/action.json"),
+                workspace: None,
+                gateway: Some(&attach),
+            },
+            Engine::Docker,
+        );
+        let hc = a.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("vault-net-a1"));
+        assert_eq!(a.network_disabled, Some(false));
+        let targets: Vec<&str> = hc
+            .mounts
+            .iter()
+            .flatten()
+            .filter_map(|m| m.target.as_deref())
+            .collect();
+        let mut sorted = targets.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [
+                "/run/secrets/K",
+                "/run/vault/action.json",
+                "/run/vault/ca-bundle.pem",
+                "/run/vault/gateway-ca.pem",
+            ]
+        );
+        assert!(!targets
+            .iter()
+            .any(|t| t.contains("/T") || *t == "/run/secrets"));
+        assert!(targets.contains(&"/run/secrets/K"));
+        assert!(targets.contains(&"/run/vault/ca-bundle.pem"));
+        let env = a.env.as_ref().unwrap();
+        assert!(env.contains(&"HTTPS_PROXY=http://10.9.0.2:3128".to_string()));
+        assert!(env.contains(&"SSL_CERT_FILE=/run/vault/ca-bundle.pem".to_string()));
+        assert_eq!(check(&a, applied(&a)), vec![]);
+        // Another network, or IPv6 left on: refused.
+        let mut got = applied(&a);
+        got["HostConfig"]["NetworkMode"] = json!("bridge");
+        got["HostConfig"]["Sysctls"] = json!({});
+        let missing = check(&a, got);
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(
+            missing[0].what.contains("HostConfig.Sysctls")
+                || missing[1].what.contains("HostConfig.Sysctls")
+        );
+        assert!(
+            missing
+                .iter()
+                .any(|m| m.what.contains("asked \"vault-net-a1\"")),
+            "{missing:?}"
+        );
+    }
+
     #[test]
     fn podman_gets_keep_id_for_the_runner_user_and_read_only_run() {
         let a = asked(Engine::Podman);
