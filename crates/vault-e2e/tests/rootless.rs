@@ -676,7 +676,13 @@ fn kill_9_of_the_dispatcher_mid_run_never_starts_the_action_twice() {
 fn failing_and_unrunnable_actions_and_split_secrets_on_podman() {
     let (tb, rl) = bench();
     let unenforced = opt_out(&rl);
-    let allow = [("VAULT_ALLOW_UNENFORCED_LIMITS", unenforced.as_str())];
+    let allow = [
+        ("VAULT_ALLOW_UNENFORCED_LIMITS", unenforced.as_str()),
+        // An allowlisted network is refused under Podman, whatever is set.
+        ("VAULT_ALLOW_EGRESS", "api.example.org:443"),
+        ("VAULT_EGRESS_NETWORK", "podman"),
+        ("VAULT_GATEWAY_IMAGE", tb.image.as_str()),
+    ];
     let repo = OpsRepo::new(&tb);
     let secrets = SecretStore::new();
     let canary = format!("canary-{}-{}", unique("split"), "x7Qp".repeat(24));
@@ -685,6 +691,10 @@ fn failing_and_unrunnable_actions_and_split_secrets_on_podman() {
     let missing = unique("missing");
     let failing = unique("fails");
     let leaky = unique("leaky");
+    let gated = unique("gated");
+    let mut gated_action: serde_json::Value =
+        serde_json::from_str(&action(&gated, &[], "echo must-not-run")).unwrap();
+    gated_action["network"] = serde_json::json!({"allow": ["api.example.org:443"]});
     let half = canary.len() / 2;
     let script = format!(
         "v=$(cat /run/secrets/KEY); \
@@ -698,6 +708,7 @@ fn failing_and_unrunnable_actions_and_split_secrets_on_podman() {
         (missing.as_str(), action(&missing, &["NOT_THERE"], "true")),
         (failing.as_str(), action(&failing, &[], "echo oops; exit 3")),
         (leaky.as_str(), action(&leaky, &["KEY"], &script)),
+        (gated.as_str(), gated_action.to_string()),
     ]);
     let out = site.once(&allow);
     out.success();
@@ -705,6 +716,10 @@ fn failing_and_unrunnable_actions_and_split_secrets_on_podman() {
     assert_eq!(r["status"], "error");
     assert!(r["error"].as_str().unwrap().contains("NOT_THERE"), "{r}");
     assert_eq!(rl.events("create", &missing, since), 0);
+    let r = repo.result(&gated).unwrap();
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("needs Docker"), "{r}");
+    assert_eq!(rl.events("create", &gated, since), 0);
     let r = repo.result(&failing).unwrap();
     assert_eq!(r["status"], "failed", "{r}");
     assert_eq!(r["exit_code"], 3);
