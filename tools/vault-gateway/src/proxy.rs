@@ -480,6 +480,12 @@ impl Session {
 
     async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
         let method = req.method().clone();
+        if method == Method::CONNECT {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT inside a tunnel is not supported",
+            );
+        }
         let (mut parts, body) = req.into_parts();
         // Route only to the CONNECT authority: the inner Host header and any
         // absolute URI are ignored.

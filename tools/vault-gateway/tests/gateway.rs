@@ -218,13 +218,12 @@ async fn connect(
     (status, Some(TokioIo::new(up)))
 }
 
-/// GET `/path` over TLS (trusting `ca_pem` for `host`) inside a tunnel.
-async fn https_get(
+/// An HTTP/1.1 client over TLS (trusting `ca_pem` for `host`) in a tunnel.
+async fn https_client(
     tunnel: TokioIo<hyper::upgrade::Upgraded>,
     ca_pem: &str,
     host: &str,
-    extra: &[(&str, &str)],
-) -> Response<Bytes> {
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -239,10 +238,21 @@ async fn https_get(
         .connect(ServerName::try_from(host.to_string()).unwrap(), tunnel)
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
     tokio::spawn(conn);
+    sender
+}
+
+/// GET `/path` over TLS (trusting `ca_pem` for `host`) inside a tunnel.
+async fn https_get(
+    tunnel: TokioIo<hyper::upgrade::Upgraded>,
+    ca_pem: &str,
+    host: &str,
+    extra: &[(&str, &str)],
+) -> Response<Bytes> {
+    let mut sender = https_client(tunnel, ca_pem, host).await;
     let mut req = Request::get("/path?q=1").header("host", "elsewhere.test");
     for (k, v) in extra {
         req = req.header(*k, *v);
@@ -309,6 +319,29 @@ async fn injects_the_token_and_masks_it_in_the_response() {
     let summary = gw.shutdown().await;
     assert_eq!(summary.contacted.get("api.test:443"), Some(&1));
     assert!(summary.refused.is_empty());
+}
+
+#[tokio::test]
+async fn several_requests_in_one_tunnel_are_each_injected_and_masked() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
+    let mut cfg = config(&["api.test:443"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let mut sender = https_client(tunnel.unwrap(), gw.ca_pem(), "api.test").await;
+    for i in 0..3 {
+        let req = Request::get(format!("/n/{i}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(!contains(&body, TOKEN));
+    }
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    let summary = gw.shutdown().await;
+    assert_eq!(summary.contacted.get("api.test:443"), Some(&3));
 }
 
 #[tokio::test]
@@ -400,6 +433,32 @@ async fn content_encoded_responses_are_replaced_by_a_502() {
     assert!(!contains(resp.body(), TOKEN));
     assert!(resp.headers().get("x-echo-auth").is_none());
     assert_eq!(seen.lock().unwrap().len(), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn closes_connections_beyond_the_limit() {
+    let ca = test_ca();
+    let gw = Gateway::start(config(&["api.test:443"], &ca.pem))
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        held.push(TcpStream::connect(gw.addr()).await.unwrap());
+    }
+    // Let the accept loop take all of them before the one too many.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(gw.addr()).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("the extra connection is closed, not left hanging");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // A freed slot is usable again.
+    drop(held.pop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, _) = connect(gw.addr(), "evil.test:443").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     gw.shutdown().await;
 }
 
