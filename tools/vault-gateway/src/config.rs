@@ -203,11 +203,14 @@ impl Config {
                 let roots = CertificateDer::pem_slice_iter(pem.as_bytes())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| invalid(format!("roots_pem: {e}")))?;
+                // A system bundle may hold a certificate webpki cannot use;
+                // skip those (as rustls-native-certs users do), but not all.
                 let mut store = rustls::RootCertStore::empty();
-                for (i, c) in roots.iter().enumerate() {
-                    store
-                        .add(c.clone())
-                        .map_err(|e| invalid(format!("roots_pem certificate {i}: {e}")))?;
+                let (usable, _) = store.add_parsable_certificates(roots.iter().cloned());
+                if usable == 0 && !roots.is_empty() {
+                    return Err(invalid(
+                        "roots_pem holds no usable trust anchor".to_string(),
+                    ));
                 }
                 roots
             }
@@ -352,6 +355,19 @@ mod tests {
             v["allow"] = serde_json::json!([e]);
             assert!(err(v).contains("allow"), "{e}");
         }
+    }
+
+    #[test]
+    fn accepts_the_system_bundle() {
+        let Ok(pem) = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt") else {
+            return;
+        };
+        let mut v = base();
+        v["inject"] =
+            serde_json::json!([{"host": "a.test", "header": "Authorization", "value": "Bearer x"}]);
+        v["roots_pem"] = pem.into();
+        let c = Config::from_json(v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.roots.len() > 10);
     }
 
     #[test]

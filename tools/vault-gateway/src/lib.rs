@@ -173,9 +173,7 @@ impl Gateway {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ca = ca::Ca::generate(provider.clone())?;
         let mut roots = rustls::RootCertStore::empty();
-        for c in &config.roots {
-            roots.add(c.clone())?;
-        }
+        roots.add_parsable_certificates(config.roots.iter().cloned());
         let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
