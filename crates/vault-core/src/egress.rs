@@ -192,8 +192,10 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// A lowercase DNS name: labels of `a-z0-9-` (not starting or ending
-/// with `-`), at most 253 bytes, not all digits and dots (an address).
+/// A lowercase DNS name: dot-separated labels of `a-z0-9-`, 1-63 bytes
+/// each, not starting or ending with `-`, at most 253 bytes in all, the
+/// last label not all digits (so an IPv4 address is never a name). The
+/// gateway checks names with this too.
 pub fn is_dns_name(s: &str) -> bool {
     s.len() <= 253
         && !s.is_empty()
@@ -205,7 +207,10 @@ pub fn is_dns_name(s: &str) -> bool {
                 && l.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
-        && !s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && !s
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A header name (an HTTP token) the gateway may set: not one that frames
@@ -273,6 +278,7 @@ mod tests {
             "a..org:443",
             "[::1]:443",
             "999.1.1.1:80",
+            "a.123:80",
             "a b:1",
         ] {
             assert_eq!(parse_allow(bad), None, "{bad}");

@@ -105,7 +105,7 @@ srv.serve_forever()
 /// The egress network and the upstream on it; removed on drop.
 pub struct Upstream {
     log: TempDir,
-    _certs: TempDir,
+    certs: TempDir,
 }
 
 impl Upstream {
@@ -163,7 +163,22 @@ impl Upstream {
                 .stdout
                 .contains("listening")
         });
-        Upstream { log, _certs: certs }
+        Upstream { log, certs }
+    }
+
+    /// The test CA's certificate (what `VAULT_GATEWAY_ROOTS` names).
+    pub fn ca(&self) -> PathBuf {
+        self.certs.path().join("ca.pem")
+    }
+
+    /// Everything the egress tests need: both images built from the
+    /// current binaries, a CA, the network and the upstream.
+    pub fn world() -> Upstream {
+        build_gateway_image();
+        build_client_image();
+        let certs = TempDir::new().unwrap();
+        make_certs(certs.path());
+        Upstream::start(certs)
     }
 
     pub fn requests(&self) -> Vec<serde_json::Value> {

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 use vault_e2e::egress::*;
 use vault_e2e::*;
-use vault_testkit::{docker, run_with, unique, wait_until, OpsRepo, SecretStore, TempDir, Testbed};
+use vault_testkit::{docker, run_with, unique, wait_until, OpsRepo, SecretStore, Testbed};
 
 fn rot13(s: &str) -> String {
     s.chars()
@@ -124,12 +124,8 @@ fn a_resumed_run_reads_the_summary_of_the_gateway_it_did_not_start() {
     let _g = shared_dockerd();
     let _one = one_at_a_time();
     let tb = Testbed::get();
-    build_gateway_image();
-    build_client_image();
-    let certs = TempDir::new().unwrap();
-    make_certs(certs.path());
-    let ca = certs.path().join("ca.pem");
-    let upstream = Upstream::start(certs);
+    let upstream = Upstream::world();
+    let ca = upstream.ca();
     let repo = OpsRepo::new(&tb);
     let secrets = SecretStore::new();
     let token = format!("tok-{}", unique("resume"));
@@ -188,12 +184,8 @@ fn only_allowlisted_hosts_are_reached_and_the_token_is_added_outside_the_runner(
     let _g = shared_dockerd();
     let _one = one_at_a_time();
     let tb = Testbed::get();
-    build_gateway_image();
-    build_client_image();
-    let certs = TempDir::new().unwrap();
-    make_certs(certs.path());
-    let ca = certs.path().join("ca.pem");
-    let upstream = Upstream::start(certs);
+    let upstream = Upstream::world();
+    let ca = upstream.ca();
     // A host service on every address: the runner must not reach it.
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();
     listener.set_nonblocking(true).unwrap();

@@ -22,30 +22,7 @@ pub struct AllowEntry {
     port: u16,
 }
 
-/// Whether `s` (lowercase) is a DNS name: dot-separated labels of
-/// `[a-z0-9-]`, 1..=63 bytes each, not starting or ending with `-`, at most
-/// 253 bytes in all, and not all-numeric in the last label (so an IPv4
-/// literal is never a name).
-pub fn is_dns_name(s: &str) -> bool {
-    if s.is_empty() || s.len() > 253 {
-        return false;
-    }
-    let mut last = "";
-    for label in s.split('.') {
-        if label.is_empty()
-            || label.len() > 63
-            || label.starts_with('-')
-            || label.ends_with('-')
-            || !label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return false;
-        }
-        last = label;
-    }
-    !last.bytes().all(|b| b.is_ascii_digit())
-}
+pub use vault_core::egress::is_dns_name;
 
 /// Split `host:port` / `[v6]:port`; the port must be 1..=65535.
 pub fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
