@@ -4,7 +4,11 @@
 ///
 /// Reads one JSON config object on stdin, prints one `{"ready":...}` line on
 /// stdout once listening, and one `{"summary":...}` line on SIGTERM/SIGINT.
-/// See the crate documentation for the protocol.
+/// run-action starts one per action whose network is an allowlist, inside
+/// its gateway container, and writes its configuration (the credentials it
+/// adds included) to its stdin; the protocol is in docs/CONTRACT.md §12 and
+/// at the top of tools/vault-gateway/src/lib.rs. Exit 0 after the summary,
+/// 2 on any error (one `{"error":...}` line on stdout, one line on stderr).
 #[derive(Debug, clap::Parser)]
 #[command(name = "vault-gateway", version)]
 pub struct Cli {}

@@ -54,7 +54,8 @@ const GATEWAY_MEMORY: i64 = 256 * 1024 * 1024;
 const GATEWAY_PIDS: i64 = 64;
 const GATEWAY_USER: &str = "65534:65534";
 /// Largest roots file read.
-const MAX_ROOTS_BYTES: u64 = 4 * 1024 * 1024;
+/// (vault-gateway reads at most 1 MiB of configuration, roots included.)
+const MAX_ROOTS_BYTES: u64 = 900 * 1024;
 
 /// `vault-gw-<id>`.
 pub fn gateway_name(id: &str) -> String {
