@@ -349,7 +349,7 @@ fn compose_deployment_builds_its_images_and_dispatches_with_the_secret_masked() 
             serde_json::json!({
                 "id": egress_id,
                 "secrets": ["API_TOKEN"],
-                "command": ["sh", "-c", "curl -sS https://api.test.example:8443/echo; echo rc=$?; ls /run/secrets 2>&1"],
+                "command": ["sh", "-c", "curl -sS https://api.test.example:8443/echo; echo rc=$?; ls /run/secrets 2>/dev/null || echo no-secrets-mounted"],
                 "network": {
                     "allow": ["api.test.example:8443"],
                     "inject": {"API_TOKEN": {"host": "api.test.example", "header": "Authorization", "format": "Bearer {}"}}
@@ -442,10 +442,7 @@ fn compose_deployment_builds_its_images_and_dispatches_with_the_secret_masked() 
     let egress_logs = r["logs"].as_str().unwrap();
     assert!(egress_logs.contains("echo-auth=***"), "{egress_logs}");
     assert!(egress_logs.contains("rc=0"), "{egress_logs}");
-    assert!(
-        !egress_logs.contains("API_TOKEN"),
-        "not mounted: {egress_logs}"
-    );
+    assert!(egress_logs.contains("no-secrets-mounted"), "{egress_logs}");
     assert_eq!(r["egress"]["contacted"]["api.test.example:8443"], 1, "{r}");
     let seen: Vec<_> = upstream
         .requests()
