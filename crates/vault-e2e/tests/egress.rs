@@ -41,6 +41,8 @@ curl -sS -o /dev/null https://plain.test.example:8443/tunnel 2>&1; echo "plain-r
 curl -sS -o /dev/null --noproxy '*' -k --connect-timeout 3 https://{UPSTREAM_IP}:8443/direct 2>&1; echo "direct-rc=$?"
 curl -sS -o /dev/null --noproxy '*' --connect-timeout 3 http://{EGRESS_HOST_IP}:{host_port}/ 2>&1; echo "host-rc=$?"
 curl -sS -o /dev/null --noproxy '*' --connect-timeout 3 http://{host_ip}:{host_port}/ 2>&1; echo "hostip-rc=$?"
+nslookup api.test.example >/dev/null 2>&1; echo "dns-rc=$?"
+nslookup example.org >/dev/null 2>&1; echo "dnsout-rc=$?"
 echo done"#
     )
 }
@@ -274,6 +276,10 @@ fn only_allowlisted_hosts_are_reached_and_the_token_is_added_outside_the_runner(
     assert_ne!(rc(logs, "direct"), 0, "{logs}");
     assert_ne!(rc(logs, "host"), 0, "{logs}");
     assert_ne!(rc(logs, "hostip"), 0, "{logs}");
+    // No name resolves in the runner (its DNS server is the gateway, which
+    // answers none): DNS carries nothing out.
+    assert_ne!(rc(logs, "dns"), 0, "{logs}");
+    assert_ne!(rc(logs, "dnsout"), 0, "{logs}");
     assert!(
         !reqs
             .iter()

@@ -80,7 +80,15 @@ impl Run<'_> {
         r.egress = match gateway {
             Some(g) => Some(g.conclude(docker, scan.id.as_str()).await),
             None if allowlisted => {
-                Some(super::gateway::finish(docker, scan.id.as_str(), None).await)
+                // A resumed run: the secrets again, to mask what the
+                // gateway says.
+                let masker = self
+                    .action
+                    .and_then(|a| {
+                        super::prepare::load_secrets(a, ctx.config.secrets_dir.as_deref()).ok()
+                    })
+                    .map(|s| super::prepare::masker_for(&s));
+                Some(super::gateway::finish(docker, scan.id.as_str(), None, masker).await)
             }
             None => None,
         };

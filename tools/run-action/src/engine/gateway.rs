@@ -5,7 +5,7 @@
 //! * the network `vault-net-<id>`: internal (no route out), no address for
 //!   the host on its bridge (`inhibit_ipv4`: the host's own services are
 //!   not reachable from it either), no masquerade;
-//! * the container `vault-gw-<id>` (image `VAULT_GATEWAY_IMAGE`, running
+//! * the container `vault.gw-<id>` (image `VAULT_GATEWAY_IMAGE`, running
 //!   vault-gateway) on that network and on `VAULT_EGRESS_NETWORK`, hardened
 //!   like the runner, with IP forwarding off in its namespace;
 //! * the runner on `vault-net-<id>` only, with `HTTPS_PROXY` pointing at
@@ -23,6 +23,7 @@ use super::docker::{attach_options, is_status, kill, remove, Engine, OutputStrea
 use super::prepare::Secret;
 use super::spec::{bind, run_dir};
 use super::{Ctx, NotRun};
+use crate::mask::Masker;
 use bollard::container::LogOutput;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkConnectRequest,
@@ -57,9 +58,10 @@ const GATEWAY_USER: &str = "65534:65534";
 /// (vault-gateway reads at most 1 MiB of configuration, roots included.)
 const MAX_ROOTS_BYTES: u64 = 900 * 1024;
 
-/// `vault-gw-<id>`.
+/// `vault.gw-<id>`: never the name of a runner (`vault-<id>`, and an id
+/// starts with a letter or digit), whatever the id.
 pub fn gateway_name(id: &str) -> String {
-    format!("vault-gw-{id}")
+    format!("vault.gw-{id}")
 }
 
 /// `vault-net-<id>`.
@@ -83,6 +85,10 @@ pub struct Attach {
     pub network: String,
     /// `http://<gateway address>:3128`.
     pub proxy: String,
+    /// The gateway's address: also the runner's DNS server, so that the
+    /// engine's resolver forwards nothing beyond the internal network (the
+    /// gateway answers no DNS; names are resolved by the gateway).
+    pub ip: String,
     /// The gateway's CA certificate, and the bundle (it and the roots).
     pub ca_file: PathBuf,
     pub bundle_file: PathBuf,
@@ -140,7 +146,8 @@ pub(super) async fn start(
     }
     // Whatever an earlier, interrupted start of this id left.
     remove_all(docker, id).await.map_err(NotRun::error)?;
-    let started = launch(docker, action, image, egress_net, config, ctx).await;
+    let masker = super::prepare::masker_for(secrets);
+    let started = launch(docker, action, image, egress_net, config, ctx, masker).await;
     match started {
         Ok(g) => Ok(g),
         Err(why) => {
@@ -159,6 +166,7 @@ async fn launch(
     egress_net: &str,
     config: Zeroizing<Vec<u8>>,
     ctx: &Ctx<'_>,
+    masker: Masker,
 ) -> Result<Gateway, String> {
     let id = action.id.as_str();
     let net = network_name(id);
@@ -167,6 +175,7 @@ async fn launch(
     let name = gateway_name(id);
     let opts = CreateContainerOptionsBuilder::default().name(&name).build();
     let body = container_config(id, image, &net, ctx.dispatcher);
+    let asked = body.clone();
     docker
         .create_container(Some(opts), body)
         .await
@@ -181,6 +190,7 @@ async fn launch(
         )
         .await
         .map_err(|e| format!("cannot connect the gateway to {egress_net:?}: {e}"))?;
+    verify(docker, &name, &asked, &[net.as_str(), egress_net]).await?;
     let attach_opts = AttachContainerOptionsBuilder::default()
         .stream(true)
         .stdin(true)
@@ -215,6 +225,11 @@ async fn launch(
             )
         })??;
     let proxy = format!("http://{}", ready.addr);
+    let ip = ready
+        .addr
+        .rsplit_once(':')
+        .map(|(ip, _)| ip.to_string())
+        .unwrap_or_default();
     // The runner is told only the address on the internal network.
     if !addr_in(&ready.addr, &subnet) {
         return Err(format!(
@@ -238,11 +253,12 @@ async fn launch(
         .egress()
         .map(|e| e.inject.keys().cloned().collect())
         .unwrap_or_default();
-    let watcher = tokio::spawn(watch(output, id.to_string()));
+    let watcher = tokio::spawn(watch(output, id.to_string(), Some(masker)));
     Ok(Gateway {
         attach: Attach {
             network: net,
             proxy,
+            ip,
             ca_file,
             bundle_file,
             hidden,
@@ -254,7 +270,7 @@ async fn launch(
 impl Gateway {
     /// Stop the gateway once the runner is done, and read its summary.
     pub(super) async fn conclude(self, docker: &Docker, id: &str) -> EgressRecord {
-        finish(docker, id, Some(self.watcher)).await
+        finish(docker, id, Some(self.watcher), None).await
     }
 
     /// Remove the gateway of a runner that never started.
@@ -273,12 +289,13 @@ pub(super) async fn finish(
     docker: &Docker,
     id: &str,
     watcher: Option<tokio::task::JoinHandle<Result<EgressRecord, String>>>,
+    masker: Option<Masker>,
 ) -> EgressRecord {
     let name = gateway_name(id);
     let watcher = match watcher {
         Some(w) => Some(w),
         None => match docker.attach_container(&name, Some(attach_options())).await {
-            Ok(a) => Some(tokio::spawn(watch(a.output, id.to_string()))),
+            Ok(a) => Some(tokio::spawn(watch(a.output, id.to_string(), masker))),
             Err(_) => None,
         },
     };
@@ -355,6 +372,43 @@ pub async fn remove_all(docker: &Docker, id: &str) -> Result<(), String> {
         Err(e) if is_status(&e, 404) => Ok(()),
         Err(e) => Err(format!("cannot inspect the network {net}: {e}")),
     }
+}
+
+/// Read the created gateway back before it starts: every option asked
+/// for applied (as for the runner, with no limit allowed to go
+/// unenforced), and on exactly its two networks.
+async fn verify(
+    docker: &Docker,
+    name: &str,
+    asked: &ContainerCreateBody,
+    networks: &[&str],
+) -> Result<(), String> {
+    let c = match super::docker::inspect(docker, name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(format!("the gateway {name} vanished before it was checked")),
+        Err(e) => return Err(format!("cannot read back the gateway {name}: {e}")),
+    };
+    let missing = super::readback::unapplied(asked, &c);
+    if let Some(first) = missing.first() {
+        return Err(format!(
+            "the engine did not apply {} to the gateway {name}; not running behind it",
+            first.what
+        ));
+    }
+    let mut on: Vec<String> = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .map(|n| n.into_keys().collect())
+        .unwrap_or_default();
+    on.sort();
+    let mut want: Vec<String> = networks.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    if on != want {
+        return Err(format!(
+            "the gateway {name} is on the networks {on:?}, not exactly {want:?}; not running behind it"
+        ));
+    }
+    Ok(())
 }
 
 fn labels(id: &str, dispatcher: Option<&str>) -> HashMap<String, String> {
@@ -631,8 +685,19 @@ async fn read_ready(output: &mut OutputStream, id: &str) -> Result<Ready, String
 }
 
 /// Read the gateway's output until its summary (stderr passed on).
-async fn watch(mut output: OutputStream, id: String) -> Result<EgressRecord, String> {
-    let mut lines = Lines::default();
+/// `masker`: the action's secrets, for the gateway's stderr lines and the
+/// summary's keys (the runner chose the host names it asked for: a mounted
+/// secret could be one); `None` when they are not at hand, and then
+/// neither is passed on.
+async fn watch(
+    mut output: OutputStream,
+    id: String,
+    masker: Option<Masker>,
+) -> Result<EgressRecord, String> {
+    let mut lines = Lines {
+        masker: masker.clone(),
+        ..Lines::default()
+    };
     while let Some(item) = output.next().await {
         let Ok(item) = item else { break };
         for line in lines.push(item, &id) {
@@ -640,12 +705,39 @@ async fn watch(mut output: OutputStream, id: String) -> Result<EgressRecord, Str
                 continue;
             };
             if let Some(s) = v.get("summary") {
-                return serde_json::from_value(s.clone())
-                    .map_err(|e| format!("the gateway's summary is unreadable: {e}"));
+                let raw: EgressRecord = serde_json::from_value(s.clone())
+                    .map_err(|e| format!("the gateway's summary is unreadable: {e}"))?;
+                let Some(m) = &masker else {
+                    return Err("the action's secrets were not at hand to mask the gateway's summary; it is not recorded".to_string());
+                };
+                return Ok(EgressRecord {
+                    contacted: masked_keys(m, raw.contacted),
+                    refused: masked_keys(m, raw.refused),
+                    error: None,
+                });
             }
         }
     }
     Err("the gateway stopped without a summary".to_string())
+}
+
+/// `text` with every secret form masked.
+fn mask_text(m: &Masker, text: &str) -> String {
+    let mut m = m.clone();
+    let mut out = m.push(text.as_bytes());
+    out.extend(m.finish());
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn masked_keys(
+    m: &Masker,
+    counts: std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (k, n) in counts {
+        *out.entry(mask_text(m, &k)).or_insert(0) += n;
+    }
+    out
 }
 
 /// Splits the gateway's stdout into lines; its stderr lines go to ours.
@@ -653,6 +745,8 @@ async fn watch(mut output: OutputStream, id: String) -> Result<EgressRecord, Str
 struct Lines {
     out: Vec<u8>,
     err: Vec<u8>,
+    /// Stderr lines are passed on only masked, and not at all without it.
+    masker: Option<Masker>,
 }
 
 impl Lines {
@@ -665,7 +759,10 @@ impl Lines {
             LogOutput::StdErr { message } => {
                 self.err.extend_from_slice(&message);
                 for line in take_lines(&mut self.err) {
-                    vault_core::report("run-action", format_args!("{id}: gateway: {line}"));
+                    if let Some(m) = &self.masker {
+                        let line = mask_text(m, &line);
+                        vault_core::report("run-action", format_args!("{id}: gateway: {line}"));
+                    }
                 }
                 Vec::new()
             }

@@ -204,6 +204,15 @@ pub fn unapplied(asked: &ContainerCreateBody, c: &ContainerInspectResponse) -> V
             );
         }
     }
+    if let Some(w) = &want.dns {
+        let g = got.dns.clone().unwrap_or_default();
+        if g != *w {
+            miss(
+                None,
+                format!("the DNS servers (HostConfig.Dns: asked {w:?}, the engine shows {g:?})"),
+            );
+        }
+    }
     for (k, v) in want.sysctls.iter().flatten() {
         let g = got.sysctls.as_ref().and_then(|s| s.get(k));
         if g != Some(v) {
@@ -476,6 +485,7 @@ mod tests {
         let attach = crate::engine::GatewayAttach {
             network: "vault-net-a1".into(),
             proxy: "http://10.9.0.2:3128".into(),
+            ip: "10.9.0.2".into(),
             ca_file: "/cache/run/a1/gateway-ca.pem".into(),
             bundle_file: "/cache/run/a1/ca-bundle.pem".into(),
             hidden: vec![vault_core::SecretName::parse("T").unwrap()],

@@ -125,6 +125,7 @@ pub fn container_config(
             None if limits.bridge => "bridge".into(),
             None => "none".into(),
         }),
+        dns: gateway.map(|g| vec![g.ip.clone()]),
         // No IPv6 on a gateway's network: its only way out is the gateway.
         sysctls: gateway.map(|_| {
             HashMap::from([(

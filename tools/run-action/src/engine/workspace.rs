@@ -359,7 +359,7 @@ pub(super) fn lock(cache: &Path, id: &ActionId) -> Result<Flock<std::fs::File>, 
         .map_err(failed)?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
         nix::errno::Errno::EWOULDBLOCK => NoResult::Busy(format!(
-            "another run-action is working on this action's checkout ({} is locked); nothing was started or recorded",
+            "another run-action is working on this action's checkout or gateway ({} is locked); nothing was started or recorded",
             path.display()
         )),
         e => failed(std::io::Error::from(e)),
