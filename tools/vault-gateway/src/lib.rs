@@ -66,6 +66,9 @@
 //!   the (chunked) body are masked.
 //! * Absolute-form `http://` requests: allowed and not an inject host are
 //!   forwarded; otherwise 403. Origin-form requests: 400.
+//! * A forwarded response never carries the upstream's reason phrase: the
+//!   client gets the canonical one for the status (a reason phrase is not
+//!   masked, so `HTTP/1.1 401 Bearer <token>` would otherwise leak).
 //! * At most 256 client connections; request heads must arrive within 30 s.
 //!
 //! ## Counting

@@ -361,6 +361,15 @@ async fn send(
     }
 }
 
+/// Forget what hyper's client attached to an upstream response. In
+/// particular a non-standard reason phrase (`HTTP/1.1 401 Bearer <token>`)
+/// is kept in a [`hyper::ext::ReasonPhrase`] extension, which hyper's server
+/// would write back verbatim, unmasked; without it the client gets the
+/// canonical reason for the status.
+fn drop_upstream_extensions(parts: &mut http::response::Parts) {
+    parts.extensions.clear();
+}
+
 /// A plain (absolute-form `http://`) proxy request.
 async fn plain(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     let method = req.method().clone();
@@ -424,6 +433,7 @@ async fn plain(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     };
     shared.stats.contacted(&key);
     let (mut parts, body) = resp.into_parts();
+    drop_upstream_extensions(&mut parts);
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
@@ -545,6 +555,7 @@ impl Session {
         };
         self.shared.stats.contacted(&self.key);
         let (mut parts, body) = resp.into_parts();
+        drop_upstream_extensions(&mut parts);
         let encoded = parts
             .headers
             .get_all(header::CONTENT_ENCODING)

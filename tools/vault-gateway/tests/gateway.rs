@@ -57,6 +57,8 @@ struct Seen {
 enum Mode {
     Echo,
     Gzip,
+    /// A 401 whose reason phrase is the Authorization value it got.
+    ReasonEcho,
 }
 
 /// An HTTPS server for `host`, certified by `ca`, echoing the request's
@@ -120,9 +122,17 @@ async fn upstream(host: &str, ca: &TestCa, mode: Mode) -> (SocketAddr, Arc<Mutex
                         seen.lock().unwrap().push(s);
                         let mut r = Response::new(Full::new(Bytes::from(body)));
                         r.headers_mut().insert("x-echo-auth", auth.parse().unwrap());
-                        if let Mode::Gzip = mode {
-                            r.headers_mut()
-                                .insert("content-encoding", "gzip".parse().unwrap());
+                        match mode {
+                            Mode::Echo => {}
+                            Mode::Gzip => {
+                                r.headers_mut()
+                                    .insert("content-encoding", "gzip".parse().unwrap());
+                            }
+                            Mode::ReasonEcho => {
+                                *r.status_mut() = StatusCode::UNAUTHORIZED;
+                                r.extensions_mut()
+                                    .insert(hyper::ext::ReasonPhrase::try_from(auth).unwrap());
+                            }
                         }
                         Ok::<_, Infallible>(r)
                     }
@@ -171,7 +181,15 @@ async fn http_server() -> SocketAddr {
                             .filter(|k| k.as_str().starts_with("proxy-"))
                             .count()
                     );
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    let reason = req.uri().path() == "/reason";
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    if reason {
+                        *r.status_mut() = StatusCode::UNAUTHORIZED;
+                        r.extensions_mut().insert(
+                            hyper::ext::ReasonPhrase::try_from(format!("Bearer {TOKEN}")).unwrap(),
+                        );
+                    }
+                    Ok::<_, Infallible>(r)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), svc)
@@ -218,12 +236,12 @@ async fn connect(
     (status, Some(TokioIo::new(up)))
 }
 
-/// An HTTP/1.1 client over TLS (trusting `ca_pem` for `host`) in a tunnel.
-async fn https_client(
+/// TLS (trusting `ca_pem` for `host`) in a tunnel.
+async fn tls_in_tunnel(
     tunnel: TokioIo<hyper::upgrade::Upgraded>,
     ca_pem: &str,
     host: &str,
-) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+) -> tokio_rustls::client::TlsStream<TokioIo<hyper::upgrade::Upgraded>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -234,10 +252,19 @@ async fn https_client(
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from(host.to_string()).unwrap(), tunnel)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// An HTTP/1.1 client over TLS (trusting `ca_pem` for `host`) in a tunnel.
+async fn https_client(
+    tunnel: TokioIo<hyper::upgrade::Upgraded>,
+    ca_pem: &str,
+    host: &str,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let tls = tls_in_tunnel(tunnel, ca_pem, host).await;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -464,6 +491,11 @@ async fn closes_connections_beyond_the_limit() {
 
 /// An absolute-form request through the proxy, on a fresh connection.
 async fn plain_get(gw: SocketAddr, uri: &str) -> (StatusCode, Bytes) {
+    let resp = plain_get_response(gw, uri).await;
+    (resp.status(), resp.into_body())
+}
+
+async fn plain_get_response(gw: SocketAddr, uri: &str) -> Response<Bytes> {
     let tcp = TcpStream::connect(gw).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -475,8 +507,8 @@ async fn plain_get(gw: SocketAddr, uri: &str) -> (StatusCode, Bytes) {
         .body(Empty::<Bytes>::new())
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
 }
 
 #[tokio::test]
@@ -506,6 +538,60 @@ async fn plain_http_is_forwarded_but_never_to_inject_hosts() {
     assert_eq!(summary.contacted.get("plain.test:80"), Some(&1));
     assert_eq!(summary.refused.get("api.test:80"), Some(&1));
     assert_eq!(summary.refused.get("evil.test:80"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_reason_phrase_is_never_passed_back() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::ReasonEcho).await;
+    let web = http_server().await;
+    let mut cfg = config(&["api.test:443", "plain.test:80"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    cfg.override_address("plain.test:80", web);
+    let gw = Gateway::start(cfg).await.unwrap();
+
+    // Inject path: the upstream answers `HTTP/1.1 401 Bearer <token>`.
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
+    assert_eq!(
+        seen.lock().unwrap()[0].authorization,
+        vec![format!("Bearer {TOKEN}")]
+    );
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // hyper keeps a non-canonical reason phrase as an extension: none came.
+    let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>();
+    assert!(reason.is_none(), "{reason:?}");
+
+    // Plain-http path: the same, without a secret involved.
+    let resp = plain_get_response(gw.addr(), "http://plain.test/reason").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>();
+    assert!(reason.is_none(), "{reason:?}");
+    gw.shutdown().await;
+}
+
+/// The raw status line a gateway sends for one request in a tunnel.
+#[tokio::test]
+async fn the_status_line_is_canonical_on_the_wire() {
+    let ca = test_ca();
+    let (up, _) = upstream("api.test", &ca, Mode::ReasonEcho).await;
+    let mut cfg = config(&["api.test:443"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let mut tls = tls_in_tunnel(tunnel.unwrap(), gw.ca_pem(), "api.test").await;
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: api.test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    assert!(!contains(&raw, TOKEN), "{}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.starts_with(b"HTTP/1.1 401 Unauthorized\r\n"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    gw.shutdown().await;
 }
 
 // ---- the built binary ----
