@@ -59,11 +59,13 @@
 //! * Allowed `CONNECT` to an inject host: 200, TLS with a leaf for the host
 //!   signed by the per-process CA, then each HTTP/1.1 request is sent to the
 //!   CONNECT authority only (the inner Host/URI are ignored), with the
-//!   inject headers replacing any the client sent, Proxy-* and hop-by-hop
-//!   headers removed and `Accept-Encoding: identity`, over TLS verified
-//!   against `roots_pem`. An upstream failure is a 502 (counted refused); a
-//!   content-encoded response is replaced by a 502; otherwise headers and
-//!   the (chunked) body are masked.
+//!   inject headers replacing any the client sent, Proxy-*, hop-by-hop,
+//!   `Range` and `If-Range` headers removed and `Accept-Encoding: identity`,
+//!   over TLS verified against `roots_pem`. An upstream failure is a 502
+//!   (counted refused). A response that cannot be masked is replaced by a
+//!   502 (counted contacted, logged as refused): a 206, a content-encoded
+//!   one, or one whose `Transfer-Encoding` is anything but one `chunked`.
+//!   Otherwise headers and the (chunked) body are masked.
 //! * Absolute-form `http://` requests: allowed and not an inject host are
 //!   forwarded; otherwise 403. Origin-form requests: 400.
 //! * A forwarded response never carries the upstream's reason phrase: the

@@ -51,6 +51,8 @@ struct Seen {
     accept_encoding: String,
     proxy_headers: usize,
     uri: String,
+    range: Option<String>,
+    if_range: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -59,6 +61,8 @@ enum Mode {
     Gzip,
     /// A 401 whose reason phrase is the Authorization value it got.
     ReasonEcho,
+    /// A 206 with the first bytes of the echo.
+    Partial,
 }
 
 /// An HTTPS server for `host`, certified by `ca`, echoing the request's
@@ -116,10 +120,16 @@ async fn upstream(host: &str, ca: &TestCa, mode: Mode) -> (SocketAddr, Arc<Mutex
                                 .filter(|k| k.as_str().starts_with("proxy-"))
                                 .count(),
                             uri: req.uri().to_string(),
+                            range: h.get("range").map(|_| get("range")),
+                            if_range: h.get("if-range").map(|_| get("if-range")),
                         };
                         let auth = s.authorization.join(",");
                         let body = format!("auth={auth}\nhost={}\n", s.host);
                         seen.lock().unwrap().push(s);
+                        let body = match mode {
+                            Mode::Partial => body[..12].to_string(),
+                            _ => body,
+                        };
                         let mut r = Response::new(Full::new(Bytes::from(body)));
                         r.headers_mut().insert("x-echo-auth", auth.parse().unwrap());
                         match mode {
@@ -127,6 +137,11 @@ async fn upstream(host: &str, ca: &TestCa, mode: Mode) -> (SocketAddr, Arc<Mutex
                             Mode::Gzip => {
                                 r.headers_mut()
                                     .insert("content-encoding", "gzip".parse().unwrap());
+                            }
+                            Mode::Partial => {
+                                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                                r.headers_mut()
+                                    .insert("content-range", "bytes 0-11/50".parse().unwrap());
                             }
                             Mode::ReasonEcho => {
                                 *r.status_mut() = StatusCode::UNAUTHORIZED;
@@ -144,6 +159,61 @@ async fn upstream(host: &str, ca: &TestCa, mode: Mode) -> (SocketAddr, Arc<Mutex
         }
     });
     (addr, seen)
+}
+
+/// An HTTPS server for `host` that reads one request head, records it, and
+/// answers with the bytes `response` (written as they are), then closes.
+async fn raw_upstream(
+    host: &str,
+    ca: &TestCa,
+    response: Vec<u8>,
+) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![host.to_string()])
+        .unwrap()
+        .signed_by(&key, &ca.issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let heads2 = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let heads = heads2.clone();
+            let response = response.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                heads
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let _ = tls.write_all(&response).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, heads)
 }
 
 /// A plain TCP echo server.
@@ -460,6 +530,131 @@ async fn content_encoded_responses_are_replaced_by_a_502() {
     assert!(!contains(resp.body(), TOKEN));
     assert!(resp.headers().get("x-echo-auth").is_none());
     assert_eq!(seen.lock().unwrap().len(), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn range_headers_are_not_forwarded() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
+    let mut cfg = config(&["api.test:443"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let resp = https_get(
+        tunnel.unwrap(),
+        gw.ca_pem(),
+        "api.test",
+        &[("range", "bytes=12-17"), ("if-range", "\"etag-1\"")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(&resp.body()[..], b"auth=***\nhost=api.test\n");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].range, None);
+    assert_eq!(seen[0].if_range, None);
+    assert_eq!(seen[0].authorization, vec![format!("Bearer {TOKEN}")]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn partial_content_is_replaced_by_a_502() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::Partial).await;
+    let mut cfg = config(&["api.test:443"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let mut sender = https_client(tunnel.unwrap(), gw.ca_pem(), "api.test").await;
+    // Twice in one tunnel: the upstream connection with the unread 206
+    // body is dropped, and the next request still works (and is refused).
+    for _ in 0..2 {
+        let req = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert!(resp.headers().get("content-range").is_none());
+        assert!(resp.headers().get("x-echo-auth").is_none());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        // The 206 body is `auth=Bearer ` (12 bytes): none of it comes through.
+        assert!(!contains(&body, "auth="), "{body:?}");
+        assert!(contains(&body, "partial (206)"), "{body:?}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let summary = gw.shutdown().await;
+    assert_eq!(summary.contacted.get("api.test:443"), Some(&2));
+    assert!(summary.refused.is_empty());
+}
+
+/// A chunked body holding `s` (one chunk).
+fn chunk(s: &str) -> String {
+    format!("{:x}\r\n{s}\r\n", s.len())
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_replaced_by_a_502() {
+    let secret = format!("auth=Bearer {TOKEN}\n");
+    // The inner framing of `chunked, chunked` splits the token in two.
+    let (a, b) = secret.split_at(15);
+    let inner = format!("{}{}0\r\n\r\n", chunk(a), chunk(b));
+    let cases = [
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\nx-echo: 1\r\n\r\n{}0\r\n\r\n",
+            chunk(&secret)
+        ),
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\nx-echo: 1\r\n\r\n{}0\r\n\r\n",
+            chunk(&inner)
+        ),
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\nx-echo: 1\r\n\r\n{}0\r\n\r\n",
+            chunk(&secret)
+        ),
+        // Not chunked at all: hyper reads the body up to the close.
+        format!("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nx-echo: 1\r\n\r\n{secret}"),
+    ];
+    for response in cases {
+        let ca = test_ca();
+        let (up, heads) = raw_upstream("api.test", &ca, response.clone().into_bytes()).await;
+        let mut cfg = config(&["api.test:443"], &ca.pem);
+        cfg.override_address("api.test:443", up);
+        let gw = Gateway::start(cfg).await.unwrap();
+        let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+        let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{response:?}");
+        assert!(resp.headers().get("x-echo").is_none(), "{response:?}");
+        assert!(!contains(resp.body(), "auth="), "{response:?}");
+        assert!(!contains(resp.body(), &TOKEN[..5]), "{response:?}");
+        assert_eq!(heads.lock().unwrap().len(), 1, "{response:?}");
+        let summary = gw.shutdown().await;
+        assert_eq!(summary.contacted.get("api.test:443"), Some(&1));
+        assert!(summary.refused.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_plain_chunked_response_is_masked() {
+    let secret = format!("auth=Bearer {TOKEN}\n");
+    let (a, b) = secret.split_at(15);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-echo: 1\r\n\r\n{}{}0\r\n\r\n",
+        chunk(a),
+        chunk(b)
+    );
+    let ca = test_ca();
+    let (up, heads) = raw_upstream("api.test", &ca, response.into_bytes()).await;
+    let mut cfg = config(&["api.test:443"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(&resp.body()[..], b"auth=***\n");
+    let head = heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.contains(&format!(
+        "authorization: bearer {}",
+        TOKEN.to_ascii_lowercase()
+    )));
     gw.shutdown().await;
 }
 
