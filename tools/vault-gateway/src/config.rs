@@ -187,6 +187,11 @@ impl Config {
                     "inject[{i}].value is not a valid non-empty header value"
                 )));
             }
+            if !allow.has_exact_host(&host) {
+                return Err(invalid(format!(
+                    "inject[{i}].host {host} has no exact allow entry ({host}:<port>); a wildcard entry never carries credentials"
+                )));
+            }
             if inject.iter().any(|o| o.host == host && o.header == header) {
                 return Err(invalid(format!(
                     "inject[{i}]: a second rule for header {header} on host {host}"
@@ -236,6 +241,17 @@ impl Config {
     /// DNS and the private-address refusal. Library use only (tests).
     pub fn override_address(&mut self, host_port: &str, addr: SocketAddr) {
         self.overrides.insert(host_port.to_ascii_lowercase(), addr);
+    }
+
+    /// The inject rules for a CONNECT to `host` (lowercased) on `port`:
+    /// none unless an exact allow entry lists `host:port`, so a port that
+    /// only a wildcard entry allows gets a plain tunnel.
+    pub(crate) fn rules_for_connect(&self, host: &str, port: u16) -> Vec<InjectRule> {
+        if self.allow.has_exact(host, port) {
+            self.rules_for(host)
+        } else {
+            Vec::new()
+        }
     }
 
     /// The inject rules for `host` (lowercased), if it is an inject host.
@@ -344,6 +360,48 @@ mod tests {
         v["inject"] =
             serde_json::json!([{"host": "a.test", "header": "Authorization", "value": "Bearer x"}]);
         assert!(err(v).contains("roots_pem"));
+    }
+
+    #[test]
+    fn inject_hosts_need_an_exact_allow_entry() {
+        let roots = test_root_pem();
+        for allow in [
+            serde_json::json!([]),
+            serde_json::json!(["*.test:443"]),
+            serde_json::json!(["b.test:443", "127.0.0.1:443"]),
+        ] {
+            let mut v = base();
+            v["allow"] = allow.clone();
+            v["inject"] = serde_json::json!([{"host": "A.test", "header": "Authorization", "value": "Bearer x"}]);
+            v["roots_pem"] = roots.clone().into();
+            let e = err(v);
+            assert!(
+                e.contains("inject[0].host a.test has no exact allow entry"),
+                "{allow}: {e}"
+            );
+            assert!(!e.contains("Bearer x"), "{e}");
+        }
+        let mut v = base();
+        v["allow"] = serde_json::json!(["*.test:443", "a.test:8443"]);
+        v["inject"] =
+            serde_json::json!([{"host": "a.test", "header": "Authorization", "value": "Bearer x"}]);
+        v["roots_pem"] = roots.into();
+        let c = Config::from_json(v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.rules_for_connect("a.test", 8443).len(), 1);
+        assert!(c.rules_for_connect("a.test", 443).is_empty());
+        assert!(c.rules_for_connect("b.test", 8443).is_empty());
+    }
+
+    /// A self-signed CA certificate, PEM.
+    fn test_root_pem() -> String {
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        params
+            .self_signed(&key)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .pem()
     }
 
     #[test]

@@ -27,7 +27,10 @@
 //!   least one label before `.suffix`), or an IP literal `1.2.3.4:443` /
 //!   `[2001:db8::1]:443` (matched only literally). The port is required.
 //! * `inject` (optional): headers set on every request tunnelled to `host`
-//!   (any port the allowlist permits). `roots_pem` (the trust anchors for
+//!   on a port that an exact allow entry `host:port` lists; a `CONNECT` to
+//!   `host:port` allowed only through a wildcard entry is a plain tunnel,
+//!   without injection. Every inject host needs at least one exact allow
+//!   entry (else a startup error). `roots_pem` (the trust anchors for
 //!   upstream TLS) is then required.
 //! * `mask` (optional): secret values masked in every response from an
 //!   inject host, with [`vault_mask`]; the `inject` values are masked too.
@@ -52,13 +55,14 @@
 //!
 //! ## Behaviour
 //!
-//! * `CONNECT host:port` not allowed: 403. Allowed, not an inject host:
-//!   resolve, refuse (502) if every address is loopback, unspecified,
-//!   link-local, multicast or inside `listen`; connect (10 s), 200, splice.
-//!   Tunnels have no idle timeout.
-//! * Allowed `CONNECT` to an inject host: 200, TLS with a leaf for the host
-//!   signed by the per-process CA, then each HTTP/1.1 request is sent to the
-//!   CONNECT authority only (the inner Host/URI are ignored), with the
+//! * `CONNECT host:port` not allowed: 403. Allowed, not an inject host (or
+//!   an inject host on a port no exact allow entry lists): resolve, refuse
+//!   (502) if every address is loopback, unspecified, link-local, multicast
+//!   or inside `listen`; connect (10 s), 200, splice. Tunnels have no idle
+//!   timeout.
+//! * Allowed `CONNECT` to an inject host on a port an exact allow entry
+//!   lists: 200, TLS with a leaf for the host signed by the per-process CA,
+//!   then each HTTP/1.1 request is sent to the CONNECT authority only (the inner Host/URI are ignored), with the
 //!   inject headers replacing any the client sent, Proxy-*, hop-by-hop,
 //!   `Range` and `If-Range` headers removed and `Accept-Encoding: identity`,
 //!   over TLS verified against `roots_pem`. An upstream failure is a 502
@@ -66,8 +70,8 @@
 //!   502 (counted contacted, logged as refused): a 206, a content-encoded
 //!   one, or one whose `Transfer-Encoding` is anything but one `chunked`.
 //!   Otherwise headers and the (chunked) body are masked.
-//! * Absolute-form `http://` requests: allowed and not an inject host are
-//!   forwarded; otherwise 403. Origin-form requests: 400.
+//! * Absolute-form `http://` requests: allowed and not an inject host (on
+//!   any port) are forwarded; otherwise 403. Origin-form requests: 400.
 //! * A forwarded response never carries the upstream's reason phrase: the
 //!   client gets the canonical one for the status (a reason phrase is not
 //!   masked, so `HTTP/1.1 401 Bearer <token>` would otherwise leak).

@@ -180,7 +180,7 @@ async fn connect(
         return shared.refuse(&method, &key, StatusCode::FORBIDDEN, "not in the allowlist");
     }
     let upgrade = hyper::upgrade::on(&mut req);
-    let rules = shared.config.rules_for(&host);
+    let rules = shared.config.rules_for_connect(&host, port);
     let tunnel: Tunnel = if rules.is_empty() {
         let upstream = match dial(&shared, &host, port).await {
             Ok(s) => s,

@@ -484,11 +484,68 @@ async fn tunnels_raw_bytes_to_allowed_non_inject_hosts() {
 }
 
 #[tokio::test]
+async fn a_port_allowed_only_by_a_wildcard_gets_a_plain_tunnel() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
+    let mut cfg = config(&["api.test:443", "*.test:8443"], &ca.pem);
+    cfg.override_address("api.test:8443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (status, tunnel) = connect(gw.addr(), "api.test:8443").await;
+    assert_eq!(status, StatusCode::OK);
+    // The client talks TLS with the upstream itself (its test CA, not the
+    // gateway's), and the upstream sees only what the client sent.
+    let resp = https_get(
+        tunnel.unwrap(),
+        &ca.pem,
+        "api.test",
+        &[("authorization", "Bearer runner-own")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        &resp.body()[..],
+        b"auth=Bearer runner-own\nhost=elsewhere.test\n"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].authorization, vec!["Bearer runner-own".to_string()]);
+    let summary = gw.shutdown().await;
+    assert_eq!(summary.contacted.get("api.test:8443"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_port_allowed_only_by_a_wildcard_is_not_intercepted() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
+    let mut cfg = config(&["api.test:443", "*.test:8443"], &ca.pem);
+    cfg.override_address("api.test:8443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:8443").await;
+    // A client trusting the gateway's CA fails the handshake: the gateway
+    // does not terminate TLS there.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(gw.ca_pem().as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("api.test").unwrap(), tunnel.unwrap())
+        .await;
+    assert!(tls.is_err());
+    assert!(seen.lock().unwrap().is_empty());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn refuses_destinations_that_resolve_to_loopback() {
     let ca = test_ca();
     let echo = echo_server().await;
     let allowed = format!("localhost:{}", echo.port());
-    let gw = Gateway::start(config(&[allowed.as_str()], &ca.pem))
+    let gw = Gateway::start(config(&[allowed.as_str(), "api.test:443"], &ca.pem))
         .await
         .unwrap();
     let (status, _) = connect(gw.addr(), &allowed).await;
