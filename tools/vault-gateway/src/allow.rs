@@ -43,7 +43,7 @@ pub fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
 }
 
 /// Parse an IP literal as written in a `host:port` authority.
-fn parse_ip(host: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip(host: &str) -> Option<IpAddr> {
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
     }

@@ -46,11 +46,14 @@
 //!
 //! On SIGTERM or SIGINT: stop, print
 //! `{"summary":{"contacted":{"host:port":n},"refused":{"host:port":n}}}`
-//! (keys as requested, lowercased; at most 1000 distinct keys per map, the
-//! rest counted under `"(other)"`), exit 0.
+//! (keys as requested, lowercased; a key whose host is neither a DNS name
+//! nor an IP literal, or longer than 300 bytes, is counted as
+//! `"(invalid)"`; at most 1000 distinct keys per map, the rest counted
+//! under `"(other)"`), exit 0.
 //!
 //! **stderr**: one line per refused request,
-//! `vault-gateway: refused CONNECT evil.example:443: not in the allowlist`.
+//! `vault-gateway: refused CONNECT evil.example:443: not in the allowlist`
+//! (with the same key as the summary, so possibly `(invalid)`).
 //! Secret values and header values never appear in any output.
 //!
 //! ## Behaviour

@@ -175,7 +175,7 @@ async fn connect(
     let Some((host, port)) = host_port(req.uri(), None) else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let key = format!("{host}:{port}");
+    let key = crate::stats::key(&host, port);
     if !shared.config.allow.allows(&host, port) {
         return shared.refuse(&method, &key, StatusCode::FORBIDDEN, "not in the allowlist");
     }
@@ -391,7 +391,7 @@ async fn plain(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     let Some((host, port)) = host_port(req.uri(), Some(80)) else {
         return text(StatusCode::BAD_REQUEST, "the request URI has no host");
     };
-    let key = format!("{host}:{port}");
+    let key = crate::stats::key(&host, port);
     if !shared.config.allow.allows(&host, port) {
         return shared.refuse(&method, &key, StatusCode::FORBIDDEN, "not in the allowlist");
     }

@@ -464,6 +464,32 @@ async fn refuses_hosts_off_the_allowlist() {
 }
 
 #[tokio::test]
+async fn bogus_authorities_are_counted_as_invalid() {
+    let ca = test_ca();
+    let gw = Gateway::start(config(&["api.test:443", "*.test:443"], &ca.pem))
+        .await
+        .unwrap();
+    let long = format!("{}:443", "a".repeat(5000));
+    for a in [
+        long.as_str(),
+        "a!b$c.test:443",
+        "under_score.test:443",
+        "x.test;y=1:443",
+        "1.2.3.4.5:443",
+    ] {
+        let (status, _) = connect(gw.addr(), a).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{a}");
+    }
+    let (status, _) = connect(gw.addr(), "evil.example:443").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let summary = gw.shutdown().await;
+    assert_eq!(summary.refused.get("(invalid)"), Some(&5), "{summary:?}");
+    assert_eq!(summary.refused.get("evil.example:443"), Some(&1));
+    assert_eq!(summary.refused.len(), 2, "{summary:?}");
+    assert!(summary.contacted.is_empty());
+}
+
+#[tokio::test]
 async fn tunnels_raw_bytes_to_allowed_non_inject_hosts() {
     let ca = test_ca();
     let echo = echo_server().await;
