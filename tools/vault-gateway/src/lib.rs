@@ -304,7 +304,11 @@ pub fn run() -> ExitCode {
         let bytes = read_stdin()?;
         let config = Config::from_json(&bytes)?;
         drop(bytes);
+        // The gateway container has pids_limit 64: a fixed, small number
+        // of threads (DNS lookups run on the blocking pool).
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(16)
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
