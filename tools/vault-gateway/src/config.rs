@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// The only config version this build speaks.
@@ -79,6 +80,8 @@ struct RawConfig {
     mask: Vec<Secret>,
     #[serde(default)]
     roots_pem: Option<String>,
+    #[serde(default)]
+    lifetime_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +123,9 @@ pub struct Config {
     pub inject: Vec<InjectRule>,
     pub mask: Vec<Secret>,
     pub roots: Vec<CertificateDer<'static>>,
+    /// How long the binary serves after its ready line (`lifetime_s`);
+    /// `None`: until a signal.
+    pub lifetime: Option<Duration>,
     pub(crate) overrides: HashMap<String, SocketAddr>,
 }
 
@@ -226,6 +232,9 @@ impl Config {
                 "roots_pem must hold at least one certificate when inject is not empty".into(),
             ));
         }
+        if raw.lifetime_s == Some(0) {
+            return Err(invalid("lifetime_s must be at least 1".to_string()));
+        }
         Ok(Config {
             listen,
             port: raw.port,
@@ -233,6 +242,7 @@ impl Config {
             inject,
             mask: raw.mask,
             roots,
+            lifetime: raw.lifetime_s.map(Duration::from_secs),
             overrides: HashMap::new(),
         })
     }
@@ -426,6 +436,33 @@ mod tests {
         v["roots_pem"] = pem.into();
         let c = Config::from_json(v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         assert!(c.roots.len() > 10);
+    }
+
+    #[test]
+    fn lifetime() {
+        let parse = |v: serde_json::Value| Config::from_json(v.to_string().as_bytes());
+        let c = parse(base()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lifetime, None);
+        let mut v = base();
+        v["lifetime_s"] = 1.into();
+        let c = parse(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lifetime, Some(Duration::from_secs(1)));
+        let mut v = base();
+        v["lifetime_s"] = u64::MAX.into();
+        let c = parse(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lifetime, Some(Duration::from_secs(u64::MAX)));
+        let mut v = base();
+        v["lifetime_s"] = 0.into();
+        assert_eq!(err(v), "invalid config: lifetime_s must be at least 1");
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!("60"),
+        ] {
+            let mut v = base();
+            v["lifetime_s"] = bad.clone();
+            assert!(err(v).starts_with("invalid config: "), "{bad}");
+        }
     }
 
     #[test]

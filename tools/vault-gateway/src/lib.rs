@@ -16,7 +16,8 @@
 //!  "allow": ["api.example.org:443", "*.pkg.example.org:443", "plain.example.org:80"],
 //!  "inject": [{"host": "api.example.org", "header": "Authorization", "value": "Bearer s3cr3t"}],
 //!  "mask": ["s3cr3t"],
-//!  "roots_pem": "-----BEGIN CERTIFICATE-----\n..."}
+//!  "roots_pem": "-----BEGIN CERTIFICATE-----\n...",
+//!  "lifetime_s": 3660}
 //! ```
 //!
 //! * Unknown fields are an error; `version` must be 1.
@@ -34,6 +35,11 @@
 //!   upstream TLS) is then required.
 //! * `mask` (optional): secret values masked in every response from an
 //!   inject host, with [`vault_mask`]; the `inject` values are masked too.
+//! * `lifetime_s` (optional, an integer ≥ 1; absent: unbounded): that many
+//!   seconds after the ready line, the gateway stops exactly as on SIGTERM
+//!   (summary line, exit 0), so one orphaned by a crashed caller does not
+//!   hold the credentials for ever. run-action sets it to the action's
+//!   timeout plus its grace plus a margin.
 //!
 //! **stdout**, once listening, one line:
 //! `{"ready":{"addr":"<ip>:<port>","ca_pem":"-----BEGIN CERTIFICATE-----\n..."}}`.
@@ -44,7 +50,7 @@
 //! On a startup error: `{"error":"<message>"}` on stdout,
 //! `vault-gateway: <message>` on stderr, exit code 2.
 //!
-//! On SIGTERM or SIGINT: stop, print
+//! On SIGTERM or SIGINT, or once `lifetime_s` has run out: stop, print
 //! `{"summary":{"contacted":{"host:port":n},"refused":{"host:port":n}}}`
 //! (keys as requested, lowercased; a key whose host is neither a DNS name
 //! nor an IP literal, or longer than 300 bytes, is counted as
@@ -284,20 +290,30 @@ async fn serve_until_signal(config: Config) -> Result<(), Error> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    let lifetime = config.lifetime;
     let gw = Gateway::start(config).await?;
     print_line(&Line::Ready(Ready {
         addr: gw.addr().to_string(),
         ca_pem: gw.ca_pem(),
     }))?;
+    // A far-off deadline (even u64::MAX seconds) is clamped by tokio.
+    let expired = async {
+        match lifetime {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        () = expired => {}
     }
     let summary = gw.shutdown().await;
     print_line(&Line::Summary(&summary))
 }
 
-/// The binary: read the config, serve until SIGTERM/SIGINT.
+/// The binary: read the config, serve until SIGTERM/SIGINT or the end of
+/// its lifetime.
 pub fn run() -> ExitCode {
     let _cli = <cli::Cli as clap::Parser>::parse();
     let result = (|| {

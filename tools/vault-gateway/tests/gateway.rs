@@ -988,3 +988,94 @@ fn binary_ready_then_summary_on_sigterm() {
     );
     assert!(!line.contains("hunter2") && !rest.contains("hunter2"));
 }
+
+/// Wait up to `limit` for `child` to exit; kill it and fail if it does not.
+fn wait_at_most(child: &mut std::process::Child, limit: std::time::Duration) -> i32 {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway still ran after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn binary_stops_at_the_end_of_its_lifetime() {
+    let ca = test_ca();
+    let cfg = serde_json::json!({
+        "version": 1, "listen": "127.0.0.0/8", "port": 0,
+        "allow": ["api.test:443"],
+        "inject": [{"host": "api.test", "header": "Authorization", "value": "Bearer hunter2-secret"}],
+        "roots_pem": ca.pem,
+        "lifetime_s": 1,
+    });
+    let mut child = spawn_binary(&cfg.to_string());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let ready_at = std::time::Instant::now();
+    let ready: ReadyLine = serde_json::from_str(&line).unwrap();
+
+    // Two runtime workers and the main thread, nothing else yet.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .count();
+    assert!(tasks <= 3, "{tasks} threads");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, _) = rt.block_on(connect(ready.ready.addr, "evil.test:443"));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // No signal: the lifetime alone ends it.
+    let code = wait_at_most(&mut child, std::time::Duration::from_secs(10));
+    let waited = ready_at.elapsed();
+    assert_eq!(code, 0);
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "{waited:?}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest.lines().count(), 1, "{rest}");
+    let summary: SummaryLine = serde_json::from_str(&rest).unwrap();
+    assert_eq!(summary.summary.refused.get("evil.test:443"), Some(&1));
+    assert!(summary.summary.contacted.is_empty());
+    assert!(!line.contains("hunter2") && !rest.contains("hunter2"));
+    // Afterwards nothing listens there any more.
+    assert!(std::net::TcpStream::connect(ready.ready.addr).is_err());
+}
+
+#[test]
+fn binary_with_a_huge_lifetime_serves_until_a_signal() {
+    let cfg = serde_json::json!({
+        "version": 1, "listen": "127.0.0.0/8", "port": 0,
+        "allow": ["api.test:443"],
+        "lifetime_s": u64::MAX,
+    });
+    let mut child = spawn_binary(&cfg.to_string());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let ready: ReadyLine = serde_json::from_str(&line).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "exited early");
+    assert!(std::net::TcpStream::connect(ready.ready.addr).is_ok());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_at_most(&mut child, std::time::Duration::from_secs(10)),
+        0
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let _: SummaryLine = serde_json::from_str(&rest).unwrap();
+}
