@@ -43,7 +43,7 @@ pub fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
 }
 
 /// Parse an IP literal as written in a `host:port` authority.
-fn parse_ip(host: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip(host: &str) -> Option<IpAddr> {
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
     }
@@ -105,6 +105,21 @@ impl AllowList {
         }
         self.entries.iter().any(|e| e.matches(&host, ip, port))
     }
+
+    /// Whether an exact (not wildcard, not IP) entry lists `host`
+    /// (lowercased) on `port`.
+    pub fn has_exact(&self, host: &str, port: u16) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.port == port && matches!(&e.host, HostPattern::Exact(h) if h == host))
+    }
+
+    /// Whether an exact entry lists `host` (lowercased) on any port.
+    pub fn has_exact_host(&self, host: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(&e.host, HostPattern::Exact(h) if h == host))
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +167,17 @@ mod tests {
         assert!(l.allows("[2001:db8::1]", 443));
         assert!(l.allows("[2001:DB8:0::1]", 443));
         assert!(!l.allows("[2001:db8::2]", 443));
+    }
+
+    #[test]
+    fn exact_entries() {
+        let l = list(&["API.test:443", "*.test:8443", "10.1.2.3:443"]);
+        assert!(l.has_exact("api.test", 443));
+        assert!(!l.has_exact("api.test", 8443));
+        assert!(l.allows("api.test", 8443));
+        assert!(!l.has_exact("10.1.2.3", 443));
+        assert!(l.has_exact_host("api.test"));
+        assert!(!l.has_exact_host("x.test"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 /// Per-action HTTP(S) egress proxy with credential injection.
 ///
 /// Reads one JSON config object on stdin, prints one `{"ready":...}` line on
-/// stdout once listening, and one `{"summary":...}` line on SIGTERM/SIGINT.
+/// stdout once listening, and one `{"summary":...}` line on SIGTERM/SIGINT
+/// or when the configured `lifetime_s` has run out.
 /// run-action starts one per action whose network is an allowlist, inside
 /// its gateway container, and writes its configuration (the credentials it
 /// adds included) to its stdin; the protocol is in docs/CONTRACT.md §12 and

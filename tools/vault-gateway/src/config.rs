@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// The only config version this build speaks.
@@ -79,6 +80,8 @@ struct RawConfig {
     mask: Vec<Secret>,
     #[serde(default)]
     roots_pem: Option<String>,
+    #[serde(default)]
+    lifetime_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +123,9 @@ pub struct Config {
     pub inject: Vec<InjectRule>,
     pub mask: Vec<Secret>,
     pub roots: Vec<CertificateDer<'static>>,
+    /// How long the binary serves after its ready line (`lifetime_s`);
+    /// `None`: until a signal.
+    pub lifetime: Option<Duration>,
     pub(crate) overrides: HashMap<String, SocketAddr>,
 }
 
@@ -187,6 +193,11 @@ impl Config {
                     "inject[{i}].value is not a valid non-empty header value"
                 )));
             }
+            if !allow.has_exact_host(&host) {
+                return Err(invalid(format!(
+                    "inject[{i}].host {host} has no exact allow entry ({host}:<port>); a wildcard entry never carries credentials"
+                )));
+            }
             if inject.iter().any(|o| o.host == host && o.header == header) {
                 return Err(invalid(format!(
                     "inject[{i}]: a second rule for header {header} on host {host}"
@@ -221,6 +232,9 @@ impl Config {
                 "roots_pem must hold at least one certificate when inject is not empty".into(),
             ));
         }
+        if raw.lifetime_s == Some(0) {
+            return Err(invalid("lifetime_s must be at least 1".to_string()));
+        }
         Ok(Config {
             listen,
             port: raw.port,
@@ -228,6 +242,7 @@ impl Config {
             inject,
             mask: raw.mask,
             roots,
+            lifetime: raw.lifetime_s.map(Duration::from_secs),
             overrides: HashMap::new(),
         })
     }
@@ -236,6 +251,17 @@ impl Config {
     /// DNS and the private-address refusal. Library use only (tests).
     pub fn override_address(&mut self, host_port: &str, addr: SocketAddr) {
         self.overrides.insert(host_port.to_ascii_lowercase(), addr);
+    }
+
+    /// The inject rules for a CONNECT to `host` (lowercased) on `port`:
+    /// none unless an exact allow entry lists `host:port`, so a port that
+    /// only a wildcard entry allows gets a plain tunnel.
+    pub(crate) fn rules_for_connect(&self, host: &str, port: u16) -> Vec<InjectRule> {
+        if self.allow.has_exact(host, port) {
+            self.rules_for(host)
+        } else {
+            Vec::new()
+        }
     }
 
     /// The inject rules for `host` (lowercased), if it is an inject host.
@@ -347,6 +373,48 @@ mod tests {
     }
 
     #[test]
+    fn inject_hosts_need_an_exact_allow_entry() {
+        let roots = test_root_pem();
+        for allow in [
+            serde_json::json!([]),
+            serde_json::json!(["*.test:443"]),
+            serde_json::json!(["b.test:443", "127.0.0.1:443"]),
+        ] {
+            let mut v = base();
+            v["allow"] = allow.clone();
+            v["inject"] = serde_json::json!([{"host": "A.test", "header": "Authorization", "value": "Bearer x"}]);
+            v["roots_pem"] = roots.clone().into();
+            let e = err(v);
+            assert!(
+                e.contains("inject[0].host a.test has no exact allow entry"),
+                "{allow}: {e}"
+            );
+            assert!(!e.contains("Bearer x"), "{e}");
+        }
+        let mut v = base();
+        v["allow"] = serde_json::json!(["*.test:443", "a.test:8443"]);
+        v["inject"] =
+            serde_json::json!([{"host": "a.test", "header": "Authorization", "value": "Bearer x"}]);
+        v["roots_pem"] = roots.into();
+        let c = Config::from_json(v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.rules_for_connect("a.test", 8443).len(), 1);
+        assert!(c.rules_for_connect("a.test", 443).is_empty());
+        assert!(c.rules_for_connect("b.test", 8443).is_empty());
+    }
+
+    /// A self-signed CA certificate, PEM.
+    fn test_root_pem() -> String {
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        params
+            .self_signed(&key)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .pem()
+    }
+
+    #[test]
     fn bad_allow_entries() {
         for e in [
             "a.test", "a.test:0", "a.test:x", "*.:443", "*:443", "a..b:443", ":443",
@@ -368,6 +436,33 @@ mod tests {
         v["roots_pem"] = pem.into();
         let c = Config::from_json(v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         assert!(c.roots.len() > 10);
+    }
+
+    #[test]
+    fn lifetime() {
+        let parse = |v: serde_json::Value| Config::from_json(v.to_string().as_bytes());
+        let c = parse(base()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lifetime, None);
+        let mut v = base();
+        v["lifetime_s"] = 1.into();
+        let c = parse(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lifetime, Some(Duration::from_secs(1)));
+        let mut v = base();
+        v["lifetime_s"] = u64::MAX.into();
+        let c = parse(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lifetime, Some(Duration::from_secs(u64::MAX)));
+        let mut v = base();
+        v["lifetime_s"] = 0.into();
+        assert_eq!(err(v), "invalid config: lifetime_s must be at least 1");
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!("60"),
+        ] {
+            let mut v = base();
+            v["lifetime_s"] = bad.clone();
+            assert!(err(v).starts_with("invalid config: "), "{bad}");
+        }
     }
 
     #[test]

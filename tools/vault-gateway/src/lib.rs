@@ -16,7 +16,8 @@
 //!  "allow": ["api.example.org:443", "*.pkg.example.org:443", "plain.example.org:80"],
 //!  "inject": [{"host": "api.example.org", "header": "Authorization", "value": "Bearer s3cr3t"}],
 //!  "mask": ["s3cr3t"],
-//!  "roots_pem": "-----BEGIN CERTIFICATE-----\n..."}
+//!  "roots_pem": "-----BEGIN CERTIFICATE-----\n...",
+//!  "lifetime_s": 3660}
 //! ```
 //!
 //! * Unknown fields are an error; `version` must be 1.
@@ -27,10 +28,18 @@
 //!   least one label before `.suffix`), or an IP literal `1.2.3.4:443` /
 //!   `[2001:db8::1]:443` (matched only literally). The port is required.
 //! * `inject` (optional): headers set on every request tunnelled to `host`
-//!   (any port the allowlist permits). `roots_pem` (the trust anchors for
+//!   on a port that an exact allow entry `host:port` lists; a `CONNECT` to
+//!   `host:port` allowed only through a wildcard entry is a plain tunnel,
+//!   without injection. Every inject host needs at least one exact allow
+//!   entry (else a startup error). `roots_pem` (the trust anchors for
 //!   upstream TLS) is then required.
 //! * `mask` (optional): secret values masked in every response from an
 //!   inject host, with [`vault_mask`]; the `inject` values are masked too.
+//! * `lifetime_s` (optional, an integer ≥ 1; absent: unbounded): that many
+//!   seconds after the ready line, the gateway stops exactly as on SIGTERM
+//!   (summary line, exit 0), so one orphaned by a crashed caller does not
+//!   hold the credentials for ever. run-action sets it to the action's
+//!   timeout plus its grace plus a margin.
 //!
 //! **stdout**, once listening, one line:
 //! `{"ready":{"addr":"<ip>:<port>","ca_pem":"-----BEGIN CERTIFICATE-----\n..."}}`.
@@ -41,31 +50,40 @@
 //! On a startup error: `{"error":"<message>"}` on stdout,
 //! `vault-gateway: <message>` on stderr, exit code 2.
 //!
-//! On SIGTERM or SIGINT: stop, print
+//! On SIGTERM or SIGINT, or once `lifetime_s` has run out: stop, print
 //! `{"summary":{"contacted":{"host:port":n},"refused":{"host:port":n}}}`
-//! (keys as requested, lowercased; at most 1000 distinct keys per map, the
-//! rest counted under `"(other)"`), exit 0.
+//! (keys as requested, lowercased; a key whose host is neither a DNS name
+//! nor an IP literal, or longer than 300 bytes, is counted as
+//! `"(invalid)"`; at most 1000 distinct keys per map, the rest counted
+//! under `"(other)"`), exit 0.
 //!
 //! **stderr**: one line per refused request,
-//! `vault-gateway: refused CONNECT evil.example:443: not in the allowlist`.
+//! `vault-gateway: refused CONNECT evil.example:443: not in the allowlist`
+//! (with the same key as the summary, so possibly `(invalid)`).
 //! Secret values and header values never appear in any output.
 //!
 //! ## Behaviour
 //!
-//! * `CONNECT host:port` not allowed: 403. Allowed, not an inject host:
-//!   resolve, refuse (502) if every address is loopback, unspecified,
-//!   link-local, multicast or inside `listen`; connect (10 s), 200, splice.
-//!   Tunnels have no idle timeout.
-//! * Allowed `CONNECT` to an inject host: 200, TLS with a leaf for the host
-//!   signed by the per-process CA, then each HTTP/1.1 request is sent to the
-//!   CONNECT authority only (the inner Host/URI are ignored), with the
-//!   inject headers replacing any the client sent, Proxy-* and hop-by-hop
-//!   headers removed and `Accept-Encoding: identity`, over TLS verified
-//!   against `roots_pem`. An upstream failure is a 502 (counted refused); a
-//!   content-encoded response is replaced by a 502; otherwise headers and
-//!   the (chunked) body are masked.
-//! * Absolute-form `http://` requests: allowed and not an inject host are
-//!   forwarded; otherwise 403. Origin-form requests: 400.
+//! * `CONNECT host:port` not allowed: 403. Allowed, not an inject host (or
+//!   an inject host on a port no exact allow entry lists): resolve, refuse
+//!   (502) if every address is loopback, unspecified, link-local, multicast
+//!   or inside `listen`; connect (10 s), 200, splice. Tunnels have no idle
+//!   timeout.
+//! * Allowed `CONNECT` to an inject host on a port an exact allow entry
+//!   lists: 200, TLS with a leaf for the host signed by the per-process CA,
+//!   then each HTTP/1.1 request is sent to the CONNECT authority only (the inner Host/URI are ignored), with the
+//!   inject headers replacing any the client sent, Proxy-*, hop-by-hop,
+//!   `Range` and `If-Range` headers removed and `Accept-Encoding: identity`,
+//!   over TLS verified against `roots_pem`. An upstream failure is a 502
+//!   (counted refused). A response that cannot be masked is replaced by a
+//!   502 (counted contacted, logged as refused): a 206, a content-encoded
+//!   one, or one whose `Transfer-Encoding` is anything but one `chunked`.
+//!   Otherwise headers and the (chunked) body are masked.
+//! * Absolute-form `http://` requests: allowed and not an inject host (on
+//!   any port) are forwarded; otherwise 403. Origin-form requests: 400.
+//! * A forwarded response never carries the upstream's reason phrase: the
+//!   client gets the canonical one for the status (a reason phrase is not
+//!   masked, so `HTTP/1.1 401 Bearer <token>` would otherwise leak).
 //! * At most 256 client connections; request heads must arrive within 30 s.
 //!
 //! ## Counting
@@ -272,27 +290,41 @@ async fn serve_until_signal(config: Config) -> Result<(), Error> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    let lifetime = config.lifetime;
     let gw = Gateway::start(config).await?;
     print_line(&Line::Ready(Ready {
         addr: gw.addr().to_string(),
         ca_pem: gw.ca_pem(),
     }))?;
+    // A far-off deadline (even u64::MAX seconds) is clamped by tokio.
+    let expired = async {
+        match lifetime {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        () = expired => {}
     }
     let summary = gw.shutdown().await;
     print_line(&Line::Summary(&summary))
 }
 
-/// The binary: read the config, serve until SIGTERM/SIGINT.
+/// The binary: read the config, serve until SIGTERM/SIGINT or the end of
+/// its lifetime.
 pub fn run() -> ExitCode {
     let _cli = <cli::Cli as clap::Parser>::parse();
     let result = (|| {
         let bytes = read_stdin()?;
         let config = Config::from_json(&bytes)?;
         drop(bytes);
+        // The gateway container has pids_limit 64: a fixed, small number
+        // of threads (DNS lookups run on the blocking pool).
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(16)
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;

@@ -175,12 +175,12 @@ async fn connect(
     let Some((host, port)) = host_port(req.uri(), None) else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let key = format!("{host}:{port}");
+    let key = crate::stats::key(&host, port);
     if !shared.config.allow.allows(&host, port) {
         return shared.refuse(&method, &key, StatusCode::FORBIDDEN, "not in the allowlist");
     }
     let upgrade = hyper::upgrade::on(&mut req);
-    let rules = shared.config.rules_for(&host);
+    let rules = shared.config.rules_for_connect(&host, port);
     let tunnel: Tunnel = if rules.is_empty() {
         let upstream = match dial(&shared, &host, port).await {
             Ok(s) => s,
@@ -361,6 +361,15 @@ async fn send(
     }
 }
 
+/// Forget what hyper's client attached to an upstream response. In
+/// particular a non-standard reason phrase (`HTTP/1.1 401 Bearer <token>`)
+/// is kept in a [`hyper::ext::ReasonPhrase`] extension, which hyper's server
+/// would write back verbatim, unmasked; without it the client gets the
+/// canonical reason for the status.
+fn drop_upstream_extensions(parts: &mut http::response::Parts) {
+    parts.extensions.clear();
+}
+
 /// A plain (absolute-form `http://`) proxy request.
 async fn plain(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     let method = req.method().clone();
@@ -382,7 +391,7 @@ async fn plain(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     let Some((host, port)) = host_port(req.uri(), Some(80)) else {
         return text(StatusCode::BAD_REQUEST, "the request URI has no host");
     };
-    let key = format!("{host}:{port}");
+    let key = crate::stats::key(&host, port);
     if !shared.config.allow.allows(&host, port) {
         return shared.refuse(&method, &key, StatusCode::FORBIDDEN, "not in the allowlist");
     }
@@ -424,6 +433,7 @@ async fn plain(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     };
     shared.stats.contacted(&key);
     let (mut parts, body) = resp.into_parts();
+    drop_upstream_extensions(&mut parts);
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
@@ -498,6 +508,10 @@ impl Session {
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
+        // A part of a response can hold a piece of a secret, which the
+        // masker cannot recognise: ask for whole responses only.
+        parts.headers.remove(header::RANGE);
+        parts.headers.remove(header::IF_RANGE);
         parts.headers.insert(header::HOST, host_value);
         parts.headers.insert(
             header::ACCEPT_ENCODING,
@@ -545,23 +559,12 @@ impl Session {
         };
         self.shared.stats.contacted(&self.key);
         let (mut parts, body) = resp.into_parts();
-        let encoded = parts
-            .headers
-            .get_all(header::CONTENT_ENCODING)
-            .iter()
-            .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
-        if encoded {
-            log_refused(
-                &method,
-                &self.key,
-                "the upstream response is content-encoded, so it cannot be masked",
-            );
+        drop_upstream_extensions(&mut parts);
+        if let Some(why) = unmaskable(&parts) {
+            log_refused(&method, &self.key, why);
             // The connection still carries the unread body: do not reuse it.
             *self.upstream.lock().await = None;
-            return text(
-                StatusCode::BAD_GATEWAY,
-                "the upstream response is content-encoded, so it cannot be masked",
-            );
+            return text(StatusCode::BAD_GATEWAY, why);
         }
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -571,6 +574,46 @@ impl Session {
             masker: Some(self.shared.masker.clone()),
         };
         Response::from_parts(parts, body.boxed())
+    }
+}
+
+/// Why an upstream response on the inject path cannot be masked, if it
+/// cannot: the masker sees the body bytes as hyper's client delivers them,
+/// so they must be the plain, whole representation.
+fn unmaskable(parts: &http::response::Parts) -> Option<&'static str> {
+    if parts.status == StatusCode::PARTIAL_CONTENT {
+        return Some("the upstream response is partial (206), so it cannot be masked");
+    }
+    let encoded = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Some("the upstream response is content-encoded, so it cannot be masked");
+    }
+    if !transfer_coding_is_plain(&parts.headers) {
+        return Some(
+            "the upstream response has a transfer coding other than chunked, so it cannot be masked",
+        );
+    }
+    None
+}
+
+/// Whether the Transfer-Encoding of a response is absent or exactly one
+/// `chunked`. hyper's client removes only a final `chunked` and hands over
+/// everything under it as the body (`gzip, chunked`: gzip bytes; `gzip`
+/// alone: the raw bytes up to the close; `chunked, chunked`: the inner
+/// chunk framing, which can split a secret).
+fn transfer_coding_is_plain(h: &HeaderMap) -> bool {
+    let mut codings = h
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    match codings.next() {
+        None => true,
+        Some(first) => first.eq_ignore_ascii_case(b"chunked") && codings.next().is_none(),
     }
 }
 
@@ -676,6 +719,32 @@ mod tests {
         for ok in ["93.184.216.34", "172.19.0.1", "10.0.0.1", "2001:db8::1"] {
             let ip: IpAddr = ok.parse().unwrap_or_else(|_| unreachable!());
             assert!(!forbidden_ip(ip, &net), "{ok}");
+        }
+    }
+
+    #[test]
+    fn transfer_codings() {
+        let te = |vals: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
+            }
+            transfer_coding_is_plain(&h)
+        };
+        assert!(te(&[]));
+        assert!(te(&["chunked"]));
+        assert!(te(&[" Chunked "]));
+        for bad in [
+            &["gzip, chunked"][..],
+            &["gzip"],
+            &["chunked, chunked"],
+            &["gzip", "chunked"],
+            &["chunked", "chunked"],
+            &["chunked,"],
+            &[""],
+            &["identity"],
+        ] {
+            assert!(!te(bad), "{bad:?}");
         }
     }
 

@@ -51,12 +51,18 @@ struct Seen {
     accept_encoding: String,
     proxy_headers: usize,
     uri: String,
+    range: Option<String>,
+    if_range: Option<String>,
 }
 
 #[derive(Clone, Copy)]
 enum Mode {
     Echo,
     Gzip,
+    /// A 401 whose reason phrase is the Authorization value it got.
+    ReasonEcho,
+    /// A 206 with the first bytes of the echo.
+    Partial,
 }
 
 /// An HTTPS server for `host`, certified by `ca`, echoing the request's
@@ -114,15 +120,34 @@ async fn upstream(host: &str, ca: &TestCa, mode: Mode) -> (SocketAddr, Arc<Mutex
                                 .filter(|k| k.as_str().starts_with("proxy-"))
                                 .count(),
                             uri: req.uri().to_string(),
+                            range: h.get("range").map(|_| get("range")),
+                            if_range: h.get("if-range").map(|_| get("if-range")),
                         };
                         let auth = s.authorization.join(",");
                         let body = format!("auth={auth}\nhost={}\n", s.host);
                         seen.lock().unwrap().push(s);
+                        let body = match mode {
+                            Mode::Partial => body[..12].to_string(),
+                            _ => body,
+                        };
                         let mut r = Response::new(Full::new(Bytes::from(body)));
                         r.headers_mut().insert("x-echo-auth", auth.parse().unwrap());
-                        if let Mode::Gzip = mode {
-                            r.headers_mut()
-                                .insert("content-encoding", "gzip".parse().unwrap());
+                        match mode {
+                            Mode::Echo => {}
+                            Mode::Gzip => {
+                                r.headers_mut()
+                                    .insert("content-encoding", "gzip".parse().unwrap());
+                            }
+                            Mode::Partial => {
+                                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                                r.headers_mut()
+                                    .insert("content-range", "bytes 0-11/50".parse().unwrap());
+                            }
+                            Mode::ReasonEcho => {
+                                *r.status_mut() = StatusCode::UNAUTHORIZED;
+                                r.extensions_mut()
+                                    .insert(hyper::ext::ReasonPhrase::try_from(auth).unwrap());
+                            }
                         }
                         Ok::<_, Infallible>(r)
                     }
@@ -134,6 +159,61 @@ async fn upstream(host: &str, ca: &TestCa, mode: Mode) -> (SocketAddr, Arc<Mutex
         }
     });
     (addr, seen)
+}
+
+/// An HTTPS server for `host` that reads one request head, records it, and
+/// answers with the bytes `response` (written as they are), then closes.
+async fn raw_upstream(
+    host: &str,
+    ca: &TestCa,
+    response: Vec<u8>,
+) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![host.to_string()])
+        .unwrap()
+        .signed_by(&key, &ca.issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let heads2 = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let heads = heads2.clone();
+            let response = response.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                heads
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let _ = tls.write_all(&response).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, heads)
 }
 
 /// A plain TCP echo server.
@@ -171,7 +251,15 @@ async fn http_server() -> SocketAddr {
                             .filter(|k| k.as_str().starts_with("proxy-"))
                             .count()
                     );
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    let reason = req.uri().path() == "/reason";
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    if reason {
+                        *r.status_mut() = StatusCode::UNAUTHORIZED;
+                        r.extensions_mut().insert(
+                            hyper::ext::ReasonPhrase::try_from(format!("Bearer {TOKEN}")).unwrap(),
+                        );
+                    }
+                    Ok::<_, Infallible>(r)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), svc)
@@ -218,12 +306,12 @@ async fn connect(
     (status, Some(TokioIo::new(up)))
 }
 
-/// An HTTP/1.1 client over TLS (trusting `ca_pem` for `host`) in a tunnel.
-async fn https_client(
+/// TLS (trusting `ca_pem` for `host`) in a tunnel.
+async fn tls_in_tunnel(
     tunnel: TokioIo<hyper::upgrade::Upgraded>,
     ca_pem: &str,
     host: &str,
-) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+) -> tokio_rustls::client::TlsStream<TokioIo<hyper::upgrade::Upgraded>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -234,10 +322,19 @@ async fn https_client(
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from(host.to_string()).unwrap(), tunnel)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// An HTTP/1.1 client over TLS (trusting `ca_pem` for `host`) in a tunnel.
+async fn https_client(
+    tunnel: TokioIo<hyper::upgrade::Upgraded>,
+    ca_pem: &str,
+    host: &str,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let tls = tls_in_tunnel(tunnel, ca_pem, host).await;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -367,6 +464,32 @@ async fn refuses_hosts_off_the_allowlist() {
 }
 
 #[tokio::test]
+async fn bogus_authorities_are_counted_as_invalid() {
+    let ca = test_ca();
+    let gw = Gateway::start(config(&["api.test:443", "*.test:443"], &ca.pem))
+        .await
+        .unwrap();
+    let long = format!("{}:443", "a".repeat(5000));
+    for a in [
+        long.as_str(),
+        "a!b$c.test:443",
+        "under_score.test:443",
+        "x.test;y=1:443",
+        "1.2.3.4.5:443",
+    ] {
+        let (status, _) = connect(gw.addr(), a).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{a}");
+    }
+    let (status, _) = connect(gw.addr(), "evil.example:443").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let summary = gw.shutdown().await;
+    assert_eq!(summary.refused.get("(invalid)"), Some(&5), "{summary:?}");
+    assert_eq!(summary.refused.get("evil.example:443"), Some(&1));
+    assert_eq!(summary.refused.len(), 2, "{summary:?}");
+    assert!(summary.contacted.is_empty());
+}
+
+#[tokio::test]
 async fn tunnels_raw_bytes_to_allowed_non_inject_hosts() {
     let ca = test_ca();
     let echo = echo_server().await;
@@ -387,11 +510,68 @@ async fn tunnels_raw_bytes_to_allowed_non_inject_hosts() {
 }
 
 #[tokio::test]
+async fn a_port_allowed_only_by_a_wildcard_gets_a_plain_tunnel() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
+    let mut cfg = config(&["api.test:443", "*.test:8443"], &ca.pem);
+    cfg.override_address("api.test:8443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (status, tunnel) = connect(gw.addr(), "api.test:8443").await;
+    assert_eq!(status, StatusCode::OK);
+    // The client talks TLS with the upstream itself (its test CA, not the
+    // gateway's), and the upstream sees only what the client sent.
+    let resp = https_get(
+        tunnel.unwrap(),
+        &ca.pem,
+        "api.test",
+        &[("authorization", "Bearer runner-own")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        &resp.body()[..],
+        b"auth=Bearer runner-own\nhost=elsewhere.test\n"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].authorization, vec!["Bearer runner-own".to_string()]);
+    let summary = gw.shutdown().await;
+    assert_eq!(summary.contacted.get("api.test:8443"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_port_allowed_only_by_a_wildcard_is_not_intercepted() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
+    let mut cfg = config(&["api.test:443", "*.test:8443"], &ca.pem);
+    cfg.override_address("api.test:8443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:8443").await;
+    // A client trusting the gateway's CA fails the handshake: the gateway
+    // does not terminate TLS there.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(gw.ca_pem().as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("api.test").unwrap(), tunnel.unwrap())
+        .await;
+    assert!(tls.is_err());
+    assert!(seen.lock().unwrap().is_empty());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn refuses_destinations_that_resolve_to_loopback() {
     let ca = test_ca();
     let echo = echo_server().await;
     let allowed = format!("localhost:{}", echo.port());
-    let gw = Gateway::start(config(&[allowed.as_str()], &ca.pem))
+    let gw = Gateway::start(config(&[allowed.as_str(), "api.test:443"], &ca.pem))
         .await
         .unwrap();
     let (status, _) = connect(gw.addr(), &allowed).await;
@@ -437,6 +617,131 @@ async fn content_encoded_responses_are_replaced_by_a_502() {
 }
 
 #[tokio::test]
+async fn range_headers_are_not_forwarded() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
+    let mut cfg = config(&["api.test:443"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let resp = https_get(
+        tunnel.unwrap(),
+        gw.ca_pem(),
+        "api.test",
+        &[("range", "bytes=12-17"), ("if-range", "\"etag-1\"")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(&resp.body()[..], b"auth=***\nhost=api.test\n");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].range, None);
+    assert_eq!(seen[0].if_range, None);
+    assert_eq!(seen[0].authorization, vec![format!("Bearer {TOKEN}")]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn partial_content_is_replaced_by_a_502() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::Partial).await;
+    let mut cfg = config(&["api.test:443"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let mut sender = https_client(tunnel.unwrap(), gw.ca_pem(), "api.test").await;
+    // Twice in one tunnel: the upstream connection with the unread 206
+    // body is dropped, and the next request still works (and is refused).
+    for _ in 0..2 {
+        let req = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert!(resp.headers().get("content-range").is_none());
+        assert!(resp.headers().get("x-echo-auth").is_none());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        // The 206 body is `auth=Bearer ` (12 bytes): none of it comes through.
+        assert!(!contains(&body, "auth="), "{body:?}");
+        assert!(contains(&body, "partial (206)"), "{body:?}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let summary = gw.shutdown().await;
+    assert_eq!(summary.contacted.get("api.test:443"), Some(&2));
+    assert!(summary.refused.is_empty());
+}
+
+/// A chunked body holding `s` (one chunk).
+fn chunk(s: &str) -> String {
+    format!("{:x}\r\n{s}\r\n", s.len())
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_replaced_by_a_502() {
+    let secret = format!("auth=Bearer {TOKEN}\n");
+    // The inner framing of `chunked, chunked` splits the token in two.
+    let (a, b) = secret.split_at(15);
+    let inner = format!("{}{}0\r\n\r\n", chunk(a), chunk(b));
+    let cases = [
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\nx-echo: 1\r\n\r\n{}0\r\n\r\n",
+            chunk(&secret)
+        ),
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\nx-echo: 1\r\n\r\n{}0\r\n\r\n",
+            chunk(&inner)
+        ),
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\nx-echo: 1\r\n\r\n{}0\r\n\r\n",
+            chunk(&secret)
+        ),
+        // Not chunked at all: hyper reads the body up to the close.
+        format!("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nx-echo: 1\r\n\r\n{secret}"),
+    ];
+    for response in cases {
+        let ca = test_ca();
+        let (up, heads) = raw_upstream("api.test", &ca, response.clone().into_bytes()).await;
+        let mut cfg = config(&["api.test:443"], &ca.pem);
+        cfg.override_address("api.test:443", up);
+        let gw = Gateway::start(cfg).await.unwrap();
+        let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+        let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{response:?}");
+        assert!(resp.headers().get("x-echo").is_none(), "{response:?}");
+        assert!(!contains(resp.body(), "auth="), "{response:?}");
+        assert!(!contains(resp.body(), &TOKEN[..5]), "{response:?}");
+        assert_eq!(heads.lock().unwrap().len(), 1, "{response:?}");
+        let summary = gw.shutdown().await;
+        assert_eq!(summary.contacted.get("api.test:443"), Some(&1));
+        assert!(summary.refused.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_plain_chunked_response_is_masked() {
+    let secret = format!("auth=Bearer {TOKEN}\n");
+    let (a, b) = secret.split_at(15);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-echo: 1\r\n\r\n{}{}0\r\n\r\n",
+        chunk(a),
+        chunk(b)
+    );
+    let ca = test_ca();
+    let (up, heads) = raw_upstream("api.test", &ca, response.into_bytes()).await;
+    let mut cfg = config(&["api.test:443"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(&resp.body()[..], b"auth=***\n");
+    let head = heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.contains(&format!(
+        "authorization: bearer {}",
+        TOKEN.to_ascii_lowercase()
+    )));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn closes_connections_beyond_the_limit() {
     let ca = test_ca();
     let gw = Gateway::start(config(&["api.test:443"], &ca.pem))
@@ -464,6 +769,11 @@ async fn closes_connections_beyond_the_limit() {
 
 /// An absolute-form request through the proxy, on a fresh connection.
 async fn plain_get(gw: SocketAddr, uri: &str) -> (StatusCode, Bytes) {
+    let resp = plain_get_response(gw, uri).await;
+    (resp.status(), resp.into_body())
+}
+
+async fn plain_get_response(gw: SocketAddr, uri: &str) -> Response<Bytes> {
     let tcp = TcpStream::connect(gw).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -475,8 +785,8 @@ async fn plain_get(gw: SocketAddr, uri: &str) -> (StatusCode, Bytes) {
         .body(Empty::<Bytes>::new())
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
 }
 
 #[tokio::test]
@@ -506,6 +816,60 @@ async fn plain_http_is_forwarded_but_never_to_inject_hosts() {
     assert_eq!(summary.contacted.get("plain.test:80"), Some(&1));
     assert_eq!(summary.refused.get("api.test:80"), Some(&1));
     assert_eq!(summary.refused.get("evil.test:80"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_reason_phrase_is_never_passed_back() {
+    let ca = test_ca();
+    let (up, seen) = upstream("api.test", &ca, Mode::ReasonEcho).await;
+    let web = http_server().await;
+    let mut cfg = config(&["api.test:443", "plain.test:80"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    cfg.override_address("plain.test:80", web);
+    let gw = Gateway::start(cfg).await.unwrap();
+
+    // Inject path: the upstream answers `HTTP/1.1 401 Bearer <token>`.
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
+    assert_eq!(
+        seen.lock().unwrap()[0].authorization,
+        vec![format!("Bearer {TOKEN}")]
+    );
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // hyper keeps a non-canonical reason phrase as an extension: none came.
+    let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>();
+    assert!(reason.is_none(), "{reason:?}");
+
+    // Plain-http path: the same, without a secret involved.
+    let resp = plain_get_response(gw.addr(), "http://plain.test/reason").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>();
+    assert!(reason.is_none(), "{reason:?}");
+    gw.shutdown().await;
+}
+
+/// The raw status line a gateway sends for one request in a tunnel.
+#[tokio::test]
+async fn the_status_line_is_canonical_on_the_wire() {
+    let ca = test_ca();
+    let (up, _) = upstream("api.test", &ca, Mode::ReasonEcho).await;
+    let mut cfg = config(&["api.test:443"], &ca.pem);
+    cfg.override_address("api.test:443", up);
+    let gw = Gateway::start(cfg).await.unwrap();
+    let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
+    let mut tls = tls_in_tunnel(tunnel.unwrap(), gw.ca_pem(), "api.test").await;
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: api.test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    assert!(!contains(&raw, TOKEN), "{}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.starts_with(b"HTTP/1.1 401 Unauthorized\r\n"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    gw.shutdown().await;
 }
 
 // ---- the built binary ----
@@ -623,4 +987,95 @@ fn binary_ready_then_summary_on_sigterm() {
         "vault-gateway: refused CONNECT evil.test:443: not in the allowlist\n"
     );
     assert!(!line.contains("hunter2") && !rest.contains("hunter2"));
+}
+
+/// Wait up to `limit` for `child` to exit; kill it and fail if it does not.
+fn wait_at_most(child: &mut std::process::Child, limit: std::time::Duration) -> i32 {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway still ran after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn binary_stops_at_the_end_of_its_lifetime() {
+    let ca = test_ca();
+    let cfg = serde_json::json!({
+        "version": 1, "listen": "127.0.0.0/8", "port": 0,
+        "allow": ["api.test:443"],
+        "inject": [{"host": "api.test", "header": "Authorization", "value": "Bearer hunter2-secret"}],
+        "roots_pem": ca.pem,
+        "lifetime_s": 1,
+    });
+    let mut child = spawn_binary(&cfg.to_string());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let ready_at = std::time::Instant::now();
+    let ready: ReadyLine = serde_json::from_str(&line).unwrap();
+
+    // Two runtime workers and the main thread, nothing else yet.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .count();
+    assert!(tasks <= 3, "{tasks} threads");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, _) = rt.block_on(connect(ready.ready.addr, "evil.test:443"));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // No signal: the lifetime alone ends it.
+    let code = wait_at_most(&mut child, std::time::Duration::from_secs(10));
+    let waited = ready_at.elapsed();
+    assert_eq!(code, 0);
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "{waited:?}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest.lines().count(), 1, "{rest}");
+    let summary: SummaryLine = serde_json::from_str(&rest).unwrap();
+    assert_eq!(summary.summary.refused.get("evil.test:443"), Some(&1));
+    assert!(summary.summary.contacted.is_empty());
+    assert!(!line.contains("hunter2") && !rest.contains("hunter2"));
+    // Afterwards nothing listens there any more.
+    assert!(std::net::TcpStream::connect(ready.ready.addr).is_err());
+}
+
+#[test]
+fn binary_with_a_huge_lifetime_serves_until_a_signal() {
+    let cfg = serde_json::json!({
+        "version": 1, "listen": "127.0.0.0/8", "port": 0,
+        "allow": ["api.test:443"],
+        "lifetime_s": u64::MAX,
+    });
+    let mut child = spawn_binary(&cfg.to_string());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let ready: ReadyLine = serde_json::from_str(&line).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "exited early");
+    assert!(std::net::TcpStream::connect(ready.ready.addr).is_ok());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_at_most(&mut child, std::time::Duration::from_secs(10)),
+        0
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let _: SummaryLine = serde_json::from_str(&rest).unwrap();
 }
