@@ -14,8 +14,8 @@
 //!   least one more label in front), or a literal IPv4 address.
 //! * `inject`: a secret (also named in `secrets`) that is never mounted
 //!   into the runner: the gateway adds `header: format` (`{}` replaced by
-//!   the secret's value) to every HTTPS request for `host`, which an
-//!   `allow` entry must cover.
+//!   the secret's value) to every HTTPS request for `host` on a port an
+//!   exact (not wildcard) `allow` entry lists for it; there must be one.
 //!
 //! The runner then sits on an internal network whose only other member
 //! is the gateway (run-action's `gateway` module).
@@ -74,7 +74,7 @@ pub enum EgressError {
     InjectNotInSecrets(String),
     #[error("network \"inject.{secret}.host\" {host:?} is not a lowercase DNS name")]
     BadInjectHost { secret: String, host: String },
-    #[error("network \"inject.{secret}.host\" {host:?} is not covered by any \"allow\" entry")]
+    #[error("network \"inject.{secret}.host\" {host:?} has no exact \"allow\" entry (host:port; a wildcard never carries credentials)")]
     InjectNotAllowed { secret: String, host: String },
     #[error("network \"inject.{secret}.header\" {header:?} is not a header the gateway may set")]
     BadHeader { secret: String, header: String },
@@ -116,7 +116,7 @@ impl Egress {
                     host: cut(&rule.host),
                 });
             }
-            if !self.allows_host(&rule.host) {
+            if !self.lists_exactly(&rule.host) {
                 return Err(EgressError::InjectNotAllowed {
                     secret: name,
                     host: cut(&rule.host),
@@ -147,12 +147,13 @@ impl Egress {
         Ok(())
     }
 
-    /// Whether some `allow` entry covers `host` (on any port).
-    pub fn allows_host(&self, host: &str) -> bool {
+    /// Whether an `allow` entry names `host` itself (on some port): only
+    /// there does a gateway add credentials.
+    pub fn lists_exactly(&self, host: &str) -> bool {
         self.allow
             .iter()
             .filter_map(|e| parse_allow(e))
-            .any(|(pattern, _)| host_matches(pattern, host))
+            .any(|(pattern, _)| pattern == host)
     }
 
     /// Whether `host:port` is allowed.
@@ -318,6 +319,13 @@ mod tests {
         ));
         assert!(matches!(
             e(r#"{"allow":["a.org:443"],"inject":{"TOKEN":{"host":"b.org","header":"X-Key"}}}"#),
+            EgressError::InjectNotAllowed { .. }
+        ));
+        // A wildcard entry never carries credentials.
+        assert!(matches!(
+            e(
+                r#"{"allow":["*.a.org:443"],"inject":{"TOKEN":{"host":"api.a.org","header":"X-Key"}}}"#
+            ),
             EgressError::InjectNotAllowed { .. }
         ));
         assert!(matches!(

@@ -54,6 +54,10 @@ const SUMMARY_LIMIT: Duration = Duration::from_secs(10);
 const GATEWAY_MEMORY: i64 = 256 * 1024 * 1024;
 const GATEWAY_PIDS: i64 = 64;
 const GATEWAY_USER: &str = "65534:65534";
+/// How long the gateway outlives the runner's timeout and grace at most:
+/// past that it stops by itself (`lifetime_s`), so that one orphaned by a
+/// dispatcher that died does not hold the credentials for ever.
+const LIFETIME_MARGIN_S: u64 = 300;
 /// Largest roots file read.
 /// (vault-gateway reads at most 1 MiB of configuration, roots included.)
 const MAX_ROOTS_BYTES: u64 = 900 * 1024;
@@ -125,7 +129,10 @@ pub(super) async fn start(
         ));
     };
     let roots = read_roots(&cfg.gateway_roots).map_err(NotRun::error)?;
-    let config = gateway_config(action, egress, secrets, &roots)?;
+    let lifetime_s = crate::policy::timeout_s(action, cfg)
+        .saturating_add(cfg.grace.as_secs())
+        .saturating_add(LIFETIME_MARGIN_S);
+    let config = gateway_config(action, egress, secrets, &roots, lifetime_s)?;
     match docker.inspect_network(egress_net, None).await {
         Ok(_) => {}
         Err(e) if is_status(&e, 404) => {
@@ -530,6 +537,7 @@ fn gateway_config(
     egress: &Egress,
     secrets: &[Secret],
     roots: &str,
+    lifetime_s: u64,
 ) -> Result<Zeroizing<Vec<u8>>, NotRun> {
     let mut inject = Vec::new();
     let mut mask = Vec::new();
@@ -567,6 +575,7 @@ fn gateway_config(
         "inject": inject,
         "mask": mask,
         "roots_pem": roots,
+        "lifetime_s": lifetime_s,
     });
     let bytes = serde_json::to_vec(&config)
         .map_err(|e| NotRun::error(format!("cannot write the gateway's configuration: {e}")))?;
@@ -859,10 +868,11 @@ mod tests {
             secrecy::SecretBox::new(Box::new(b"  injected-value\n".to_vec())),
         ];
         let egress = action.network.egress().unwrap();
-        let c = gateway_config(&action, egress, &secrets, "ROOTS").unwrap();
+        let c = gateway_config(&action, egress, &secrets, "ROOTS", 99).unwrap();
         let c = splice_subnet(c, "10.0.0.0/24").unwrap();
         let v: serde_json::Value = serde_json::from_slice(&c).unwrap();
         assert_eq!(v["listen"], "10.0.0.0/24");
+        assert_eq!(v["lifetime_s"], 99);
         assert_eq!(v["inject"][0]["value"], "Bearer injected-value");
         assert_eq!(v["mask"][0], "injected-value");
         assert!(!String::from_utf8_lossy(&c).contains("mounted-value"));
@@ -870,7 +880,7 @@ mod tests {
             secrecy::SecretBox::new(Box::new(b"m".to_vec())),
             secrecy::SecretBox::new(Box::new(b"a\r\nX-Evil: 1".to_vec())),
         ];
-        let e = gateway_config(&action, egress, &bad, "ROOTS").unwrap_err();
+        let e = gateway_config(&action, egress, &bad, "ROOTS", 99).unwrap_err();
         assert!(
             e.why().contains("cannot be sent as a header value"),
             "{}",
