@@ -84,6 +84,7 @@ impl Run<'_> {
                 // gateway says.
                 let masker = self
                     .action
+                    .or(scan.action.as_ref())
                     .and_then(|a| {
                         super::prepare::load_secrets(a, ctx.config.secrets_dir.as_deref()).ok()
                     })

@@ -133,8 +133,8 @@ pub(super) async fn start(
         .saturating_add(cfg.grace.as_secs())
         .saturating_add(LIFETIME_MARGIN_S);
     let config = gateway_config(action, egress, secrets, &roots, lifetime_s)?;
-    match docker.inspect_network(egress_net, None).await {
-        Ok(_) => {}
+    let egress_id = match docker.inspect_network(egress_net, None).await {
+        Ok(n) => n.id.unwrap_or_default(),
         Err(e) if is_status(&e, 404) => {
             return Err(NotRun::error(format!(
                 "the egress network {egress_net:?} (VAULT_EGRESS_NETWORK) does not exist"
@@ -145,7 +145,7 @@ pub(super) async fn start(
                 "cannot inspect the egress network {egress_net:?}: {e}"
             )))
         }
-    }
+    };
     if let Err(e) = docker.inspect_image(image).await {
         return Err(NotRun::error(format!(
             "the gateway image {image:?} (VAULT_GATEWAY_IMAGE) is not usable: {e}"
@@ -154,7 +154,16 @@ pub(super) async fn start(
     // Whatever an earlier, interrupted start of this id left.
     remove_all(docker, id).await.map_err(NotRun::error)?;
     let masker = super::prepare::masker_for(secrets);
-    let started = launch(docker, action, image, egress_net, config, ctx, masker).await;
+    let started = launch(
+        docker,
+        action,
+        image,
+        (egress_net, &egress_id),
+        config,
+        ctx,
+        masker,
+    )
+    .await;
     match started {
         Ok(g) => Ok(g),
         Err(why) => {
@@ -170,14 +179,14 @@ async fn launch(
     docker: &Docker,
     action: &Action,
     image: &str,
-    egress_net: &str,
+    (egress_net, egress_id): (&str, &str),
     config: Zeroizing<Vec<u8>>,
     ctx: &Ctx<'_>,
     masker: Masker,
 ) -> Result<Gateway, String> {
     let id = action.id.as_str();
     let net = network_name(id);
-    let subnet = create_network(docker, id, &net).await?;
+    let (net_id, subnet) = create_network(docker, id, &net).await?;
     let config = splice_subnet(config, &subnet)?;
     let name = gateway_name(id);
     let opts = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -197,7 +206,14 @@ async fn launch(
         )
         .await
         .map_err(|e| format!("cannot connect the gateway to {egress_net:?}: {e}"))?;
-    verify(docker, &name, &asked, &[net.as_str(), egress_net]).await?;
+    verify(
+        docker,
+        &name,
+        &asked,
+        &[net_id.as_str(), egress_id],
+        ctx.config.allow_unenforced_limits,
+    )
+    .await?;
     let attach_opts = AttachContainerOptionsBuilder::default()
         .stream(true)
         .stdin(true)
@@ -223,7 +239,7 @@ async fn launch(
         .shutdown()
         .await
         .map_err(|e| format!("cannot configure the gateway {name}: {e}"))?;
-    let ready = tokio::time::timeout(READY_LIMIT, read_ready(&mut output, id))
+    let ready = tokio::time::timeout(READY_LIMIT, read_ready(&mut output, id, &masker))
         .await
         .map_err(|_| {
             format!(
@@ -382,33 +398,44 @@ pub async fn remove_all(docker: &Docker, id: &str) -> Result<(), String> {
 }
 
 /// Read the created gateway back before it starts: every option asked
-/// for applied (as for the runner, with no limit allowed to go
-/// unenforced), and on exactly its two networks.
+/// for applied (as for the runner: only the limits
+/// `VAULT_ALLOW_UNENFORCED_LIMITS` names may go unenforced, with a
+/// warning), and on exactly its two networks (by id).
 async fn verify(
     docker: &Docker,
     name: &str,
     asked: &ContainerCreateBody,
-    networks: &[&str],
+    network_ids: &[&str],
+    allow: crate::config::Unenforced,
 ) -> Result<(), String> {
     let c = match super::docker::inspect(docker, name).await {
         Ok(Some(c)) => c,
         Ok(None) => return Err(format!("the gateway {name} vanished before it was checked")),
         Err(e) => return Err(format!("cannot read back the gateway {name}: {e}")),
     };
-    let missing = super::readback::unapplied(asked, &c);
-    if let Some(first) = missing.first() {
-        return Err(format!(
-            "the engine did not apply {} to the gateway {name}; not running behind it",
-            first.what
-        ));
+    for u in super::readback::unapplied(asked, &c) {
+        if u.limit.is_some_and(|l| allow.allows(l)) {
+            vault_core::report(
+                "run-action",
+                format_args!(
+                    "warning: the engine did not apply {} to the gateway {name}: running all the same, as VAULT_ALLOW_UNENFORCED_LIMITS allows",
+                    u.what
+                ),
+            );
+        } else {
+            return Err(format!(
+                "the engine did not apply {} to the gateway {name}; not running behind it",
+                u.what
+            ));
+        }
     }
     let mut on: Vec<String> = c
         .network_settings
         .and_then(|n| n.networks)
-        .map(|n| n.into_keys().collect())
+        .map(|n| n.into_values().filter_map(|e| e.network_id).collect())
         .unwrap_or_default();
     on.sort();
-    let mut want: Vec<String> = networks.iter().map(|n| n.to_string()).collect();
+    let mut want: Vec<String> = network_ids.iter().map(|n| n.to_string()).collect();
     want.sort();
     if on != want {
         return Err(format!(
@@ -430,8 +457,9 @@ fn labels(id: &str, dispatcher: Option<&str>) -> HashMap<String, String> {
 }
 
 /// Create the internal network and check what Docker made of it: internal,
-/// no host address on its bridge, one IPv4 subnet. Returns that subnet.
-async fn create_network(docker: &Docker, id: &str, net: &str) -> Result<String, String> {
+/// no host address on its bridge, one IPv4 subnet. Returns its id and
+/// that subnet.
+async fn create_network(docker: &Docker, id: &str, net: &str) -> Result<(String, String), String> {
     let options = HashMap::from([
         (
             "com.docker.network.bridge.name".to_string(),
@@ -482,7 +510,7 @@ async fn create_network(docker: &Docker, id: &str, net: &str) -> Result<String, 
         .filter(|s| s.contains('.'))
         .collect();
     match subnets.as_slice() {
-        [one] => Ok(one.clone()),
+        [one] => Ok((n.id.clone().unwrap_or_default(), one.clone())),
         _ => Err(format!(
             "the network {net} has IPv4 subnets {subnets:?}, not exactly one"
         )),
@@ -674,8 +702,11 @@ struct Ready {
 }
 
 /// Read the gateway's output up to its `ready` line (stderr passed on).
-async fn read_ready(output: &mut OutputStream, id: &str) -> Result<Ready, String> {
-    let mut lines = Lines::default();
+async fn read_ready(output: &mut OutputStream, id: &str, masker: &Masker) -> Result<Ready, String> {
+    let mut lines = Lines {
+        masker: Some(masker.clone()),
+        ..Lines::default()
+    };
     while let Some(item) = output.next().await {
         let item = item.map_err(|e| format!("the gateway's output broke: {e}"))?;
         for line in lines.push(item, id) {

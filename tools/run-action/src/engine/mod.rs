@@ -163,19 +163,39 @@ pub async fn execute(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, NoR
 
 /// [`execute`], every end without an outcome an `Err`.
 async fn run(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Stop> {
+    // One run-action at a time per code workspace, from before the fetch
+    // to after the push: a second one (started by hand, say) would replace
+    // the files under the first one's container. The same for a gateway: a
+    // second one would remove the first one's before starting its own. The
+    // line's action as written decides (a spent line's too, whose gateway
+    // may be removed below).
+    let raw = scan.action.as_ref();
+    let allowlisted = raw.is_some_and(|a| a.network.egress().is_some());
+    let exclusive = allowlisted || raw.is_some_and(|a| a.checkout.is_some());
+    let _lock = match exclusive {
+        true => Some(workspace::lock(ctx.cache, &scan.id).map_err(Stop::NoResult)?),
+        false => None,
+    };
+    let outcome = run_locked(scan, ctx).await;
+    // An allowlisted action that ends without running (refused, spent,
+    // settled): no gateway of it may be left holding its credentials (one
+    // a dispatcher that stopped midway left behind, say). Still under the
+    // lock, so it is never another run-action's.
+    if allowlisted && matches!(outcome, Err(Stop::NotRun(_))) {
+        if let Ok(docker) = connect().await {
+            if let Err(e) = gateway::remove_all(&docker, scan.id.as_str()).await {
+                vault_core::report("run-action", format_args!("{}: warning: {e}", scan.id));
+            }
+        }
+    }
+    outcome
+}
+
+async fn run_locked(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Stop> {
     let action = match (&scan.spent, scan.valid_action()) {
         (Some(_), _) => None,
         (None, Ok(a)) => Some(a),
         (None, Err(e)) => return Err(NotRun::rejected(format!("invalid action: {e}")).into()),
-    };
-    // One run-action at a time per code workspace, from before the fetch
-    // to after the push: a second one (started by hand, say) would replace
-    // the files under the first one's container. The same for a gateway: a
-    // second one would remove the first one's before starting its own.
-    let exclusive = action.is_some_and(|a| a.checkout.is_some() || a.network.egress().is_some());
-    let _workspace = match exclusive {
-        true => Some(workspace::lock(ctx.cache, &scan.id).map_err(Stop::NoResult)?),
-        false => None,
     };
     let ledger = Ledger::new(ctx.cache);
     let record = ledger.lookup(&scan.id)?;
@@ -230,7 +250,6 @@ async fn run(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Stop> {
                     NotRun::error(format!("cannot remove never-started {name}: {e}"))
                 })?;
                 if let Some(r) = &record {
-                    run.drop_gateway().await;
                     return Err(NotRun::abandoned(format!(
                         "this action was {}, but the dispatcher stopped before starting the container (removed now); an action id is started at most once (land a new id to run it)",
                         r.describe()
@@ -248,28 +267,9 @@ async fn run(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Stop> {
             _ => return Ok(run.reattach(record.as_ref(), c).await),
         }
     } else if let Some(r) = &record {
-        run.drop_gateway().await;
         return Err(never_again(r).into());
     }
     Ok(run.fresh(checked, engine).await?)
-}
-
-impl Run<'_> {
-    /// Remove the gateway of an action that will never run (again): a
-    /// dispatcher that stopped between the gateway's start and the
-    /// runner's left it holding the credentials.
-    async fn drop_gateway(&self) {
-        let allowlisted = self
-            .scan
-            .action
-            .as_ref()
-            .is_some_and(|a| a.network.egress().is_some());
-        if allowlisted {
-            if let Err(e) = gateway::remove_all(&self.docker, self.scan.id.as_str()).await {
-                vault_core::report("run-action", format_args!("{}: warning: {e}", self.scan.id));
-            }
-        }
-    }
 }
 
 /// Note in the ledger that `id`'s container was never started; a failure
