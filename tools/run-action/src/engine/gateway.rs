@@ -133,8 +133,10 @@ pub(super) async fn start(
         .saturating_add(cfg.grace.as_secs())
         .saturating_add(LIFETIME_MARGIN_S);
     let config = gateway_config(action, egress, secrets, &roots, lifetime_s)?;
-    let egress_id = match docker.inspect_network(egress_net, None).await {
-        Ok(n) => n.id.unwrap_or_default(),
+    // Its name as the engine knows it (the setting may be an id), which is
+    // what a created container's endpoints are listed by.
+    let egress_name = match docker.inspect_network(egress_net, None).await {
+        Ok(n) => n.name.unwrap_or_else(|| egress_net.to_string()),
         Err(e) if is_status(&e, 404) => {
             return Err(NotRun::error(format!(
                 "the egress network {egress_net:?} (VAULT_EGRESS_NETWORK) does not exist"
@@ -158,7 +160,7 @@ pub(super) async fn start(
         docker,
         action,
         image,
-        (egress_net, &egress_id),
+        (egress_net, &egress_name),
         config,
         ctx,
         masker,
@@ -179,14 +181,14 @@ async fn launch(
     docker: &Docker,
     action: &Action,
     image: &str,
-    (egress_net, egress_id): (&str, &str),
+    (egress_net, egress_name): (&str, &str),
     config: Zeroizing<Vec<u8>>,
     ctx: &Ctx<'_>,
     masker: Masker,
 ) -> Result<Gateway, String> {
     let id = action.id.as_str();
     let net = network_name(id);
-    let (net_id, subnet) = create_network(docker, id, &net).await?;
+    let subnet = create_network(docker, id, &net).await?;
     let config = splice_subnet(config, &subnet)?;
     let name = gateway_name(id);
     let opts = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -210,7 +212,7 @@ async fn launch(
         docker,
         &name,
         &asked,
-        &[net_id.as_str(), egress_id],
+        &[net.as_str(), egress_name],
         ctx.config.allow_unenforced_limits,
     )
     .await?;
@@ -400,12 +402,13 @@ pub async fn remove_all(docker: &Docker, id: &str) -> Result<(), String> {
 /// Read the created gateway back before it starts: every option asked
 /// for applied (as for the runner: only the limits
 /// `VAULT_ALLOW_UNENFORCED_LIMITS` names may go unenforced, with a
-/// warning), and on exactly its two networks (by id).
+/// warning), and on exactly its two networks (by name: a container that
+/// has not started has no endpoint ids yet).
 async fn verify(
     docker: &Docker,
     name: &str,
     asked: &ContainerCreateBody,
-    network_ids: &[&str],
+    networks: &[&str],
     allow: crate::config::Unenforced,
 ) -> Result<(), String> {
     let c = match super::docker::inspect(docker, name).await {
@@ -432,10 +435,10 @@ async fn verify(
     let mut on: Vec<String> = c
         .network_settings
         .and_then(|n| n.networks)
-        .map(|n| n.into_values().filter_map(|e| e.network_id).collect())
+        .map(|n| n.into_keys().collect())
         .unwrap_or_default();
     on.sort();
-    let mut want: Vec<String> = network_ids.iter().map(|n| n.to_string()).collect();
+    let mut want: Vec<String> = networks.iter().map(|n| n.to_string()).collect();
     want.sort();
     if on != want {
         return Err(format!(
@@ -457,9 +460,8 @@ fn labels(id: &str, dispatcher: Option<&str>) -> HashMap<String, String> {
 }
 
 /// Create the internal network and check what Docker made of it: internal,
-/// no host address on its bridge, one IPv4 subnet. Returns its id and
-/// that subnet.
-async fn create_network(docker: &Docker, id: &str, net: &str) -> Result<(String, String), String> {
+/// no host address on its bridge, one IPv4 subnet. Returns that subnet.
+async fn create_network(docker: &Docker, id: &str, net: &str) -> Result<String, String> {
     let options = HashMap::from([
         (
             "com.docker.network.bridge.name".to_string(),
@@ -510,7 +512,7 @@ async fn create_network(docker: &Docker, id: &str, net: &str) -> Result<(String,
         .filter(|s| s.contains('.'))
         .collect();
     match subnets.as_slice() {
-        [one] => Ok((n.id.clone().unwrap_or_default(), one.clone())),
+        [one] => Ok(one.clone()),
         _ => Err(format!(
             "the network {net} has IPv4 subnets {subnets:?}, not exactly one"
         )),
