@@ -327,3 +327,111 @@ fn only_allowlisted_hosts_are_reached_and_the_token_is_added_outside_the_runner(
     );
     assert!(gateway_gone(&refused));
 }
+
+/// A gateway and network as a dispatcher that stopped between the
+/// gateway's start and the runner's would leave them (made by hand here,
+/// with run-action's names and labels).
+fn leftover_gateway(id: &str) {
+    let label = format!("vault.gateway={id}");
+    let net = format!("vault-net-{id}");
+    docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--label",
+        "vault.managed=1",
+        "--label",
+        &label,
+        &net,
+    ])
+    .success();
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &format!("vault.gw-{id}"),
+        "--label",
+        "vault.managed=1",
+        "--label",
+        &label,
+        "--network",
+        &net,
+        &Testbed::get().image,
+        "sleep",
+        "300",
+    ])
+    .success();
+    assert!(!gateway_gone(id));
+}
+
+/// An allowlisted id that ends without running has any gateway of it
+/// removed; `run-action rm` removes one too, but not while another
+/// run-action holds the id's lock.
+#[test]
+fn a_gateway_left_behind_is_removed_and_rm_respects_the_lock() {
+    let _g = shared_dockerd();
+    let tb = Testbed::get();
+    let repo = OpsRepo::new(&tb);
+    let secrets = SecretStore::new();
+    let mut site = Site::new(&tb, &repo.url, &secrets, "host-left");
+    site.extra_env = vec![
+        ("VAULT_ALLOW_EGRESS".into(), "api.example.org:443".into()),
+        ("VAULT_EGRESS_NETWORK".into(), "none".into()),
+        ("VAULT_GATEWAY_IMAGE".into(), tb.image.clone()),
+    ];
+    // Refused by policy (its entry is not in VAULT_ALLOW_EGRESS).
+    let id = unique("gw-left");
+    leftover_gateway(&id);
+    let mut a: serde_json::Value = serde_json::from_str(&action(&id, &[], "true")).unwrap();
+    a["network"] = serde_json::json!({"allow": ["other.example.org:443"]});
+    repo.land_action(&id, &a.to_string());
+    site.once().success();
+    assert_eq!(repo.result(&id).unwrap()["status"], "rejected");
+    assert!(
+        gateway_gone(&id),
+        "the leftover gateway and network are removed"
+    );
+
+    // run-action rm: refused while the lock is held, then removes it.
+    let id = unique("gw-rm");
+    leftover_gateway(&id);
+    let cache = site.cache.path();
+    let locks = cache.join("checkouts/.locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock = locks.join(&id);
+    std::fs::write(&lock, b"").unwrap();
+    let rm = |c: &mut Command| {
+        run_with(
+            c.arg("rm").arg(&id).env("VAULT_CACHE", cache),
+            b"",
+            Duration::from_secs(60),
+        )
+    };
+    // --no-fork: the lock goes with the process killed below.
+    let mut holder = Command::new("flock")
+        .arg("--no-fork")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_until("flock to hold the lock", Duration::from_secs(10), || {
+        !Command::new("flock")
+            .args(["-n"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    });
+    let out = rm(&mut Command::new(vault_testkit::bin("run-action")));
+    out.fails_with_code(1);
+    assert!(out.stderr.contains("is locked"), "{}", out.stderr);
+    assert!(!gateway_gone(&id), "nothing removed under another's lock");
+    holder.kill().unwrap();
+    let _ = holder.wait();
+    rm(&mut Command::new(vault_testkit::bin("run-action"))).success();
+    assert!(
+        gateway_gone(&id),
+        "rm removes the leftover gateway and network"
+    );
+}

@@ -173,7 +173,10 @@ async fn run(scan: &ScanLine, ctx: &Ctx<'_>) -> Result<ActionResult, Stop> {
     let allowlisted = raw.is_some_and(|a| a.network.egress().is_some());
     let exclusive = allowlisted || raw.is_some_and(|a| a.checkout.is_some());
     let _lock = match exclusive {
-        true => Some(workspace::lock(ctx.cache, &scan.id).map_err(Stop::NoResult)?),
+        true => Some(
+            workspace::lock(ctx.cache, &scan.id, "nothing was started or recorded")
+                .map_err(Stop::NoResult)?,
+        ),
         false => None,
     };
     let outcome = run_locked(scan, ctx).await;

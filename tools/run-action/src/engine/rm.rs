@@ -10,7 +10,8 @@ use vault_core::ActionId;
 /// `run-action rm <id>`: remove the exited container and its files.
 pub async fn rm(cache: &Path, id: &ActionId) -> Result<(), RmError> {
     // Not while a run-action works on the id (its checkout or gateway).
-    let _lock = super::workspace::lock(cache, id).map_err(|e| RmError::Refused(e.to_string()))?;
+    let _lock = super::workspace::lock(cache, id, "not removing anything of it")
+        .map_err(|e| RmError::Refused(e.to_string()))?;
     let docker = connect().await.map_err(RmError::Unreachable)?;
     let name = id.container_name();
     let c = inspect(&docker, &name)

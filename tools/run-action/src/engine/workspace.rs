@@ -338,12 +338,17 @@ fn lock_path(cache: &Path, id: &str) -> PathBuf {
     checkouts_dir(cache).join(".locks").join(id)
 }
 
-/// Take the workspace lock of `id`, or say who has it.
-pub(super) fn lock(cache: &Path, id: &ActionId) -> Result<Flock<std::fs::File>, NoResult> {
+/// Take the lock of `id` (its workspace and gateway), or say who has it;
+/// `then` says what the caller does not do for want of it.
+pub(super) fn lock(
+    cache: &Path,
+    id: &ActionId,
+    then: &str,
+) -> Result<Flock<std::fs::File>, NoResult> {
     let path = lock_path(cache, id.as_str());
     let failed = |e: std::io::Error| {
         NoResult::Busy(format!(
-            "cannot take the workspace lock {}: {e}; nothing was started",
+            "cannot take the lock {}: {e}; {then}",
             path.display()
         ))
     };
@@ -359,7 +364,7 @@ pub(super) fn lock(cache: &Path, id: &ActionId) -> Result<Flock<std::fs::File>, 
         .map_err(failed)?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
         nix::errno::Errno::EWOULDBLOCK => NoResult::Busy(format!(
-            "another run-action is working on this action's checkout or gateway ({} is locked); nothing was started or recorded",
+            "another run-action is working on this action's checkout or gateway ({} is locked); {then}",
             path.display()
         )),
         e => failed(std::io::Error::from(e)),
@@ -484,11 +489,11 @@ mod tests {
     fn one_run_action_at_a_time_per_workspace_and_rm_drops_the_lock() {
         let cache = tempfile::tempdir().unwrap();
         let id = ActionId::parse("a1").unwrap();
-        let held = lock(cache.path(), &id).unwrap();
-        let busy = lock(cache.path(), &id).err().unwrap();
+        let held = lock(cache.path(), &id, "then").unwrap();
+        let busy = lock(cache.path(), &id, "then").err().unwrap();
         assert!(matches!(busy, NoResult::Busy(_)), "{busy}");
         assert!(busy.to_string().contains("another run-action"), "{busy}");
-        assert!(lock(cache.path(), &ActionId::parse("a2").unwrap()).is_ok());
+        assert!(lock(cache.path(), &ActionId::parse("a2").unwrap(), "then").is_ok());
         let (removed, failed) = sweep(cache.path(), Some(Duration::ZERO), &mut |_| true);
         assert!(
             removed.is_empty() && failed.is_empty(),
@@ -503,7 +508,7 @@ mod tests {
         drop(held);
         let (removed, _) = sweep(cache.path(), Some(Duration::ZERO), &mut |_| true);
         assert_eq!(removed, ["a1"]);
-        assert!(lock(cache.path(), &id).is_ok());
+        assert!(lock(cache.path(), &id, "then").is_ok());
         remove_recorded(cache.path(), "a1").unwrap();
         assert!(!lock_path(cache.path(), "a1").exists());
     }
