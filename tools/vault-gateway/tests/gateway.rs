@@ -65,9 +65,12 @@ enum Mode {
     Partial,
 }
 
-/// An HTTPS server for `host`, certified by `ca`, echoing the request's
-/// Authorization and Host headers in its body and in `x-echo-auth`.
-async fn upstream(host: &str, ca: &TestCa, mode: Mode) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+/// A TLS acceptor for `host`, certified by `ca`, and its listener on
+/// 127.0.0.1.
+async fn tls_server(
+    host: &str,
+    ca: &TestCa,
+) -> (tokio_rustls::TlsAcceptor, TcpListener, SocketAddr) {
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec![host.to_string()])
         .unwrap()
@@ -85,6 +88,13 @@ async fn upstream(host: &str, ca: &TestCa, mode: Mode) -> (SocketAddr, Arc<Mutex
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    (acceptor, listener, addr)
+}
+
+/// An HTTPS server for `host`, certified by `ca`, echoing the request's
+/// Authorization and Host headers in its body and in `x-echo-auth`.
+async fn upstream(host: &str, ca: &TestCa, mode: Mode) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let (acceptor, listener, addr) = tls_server(host, ca).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
     tokio::spawn(async move {
@@ -168,23 +178,7 @@ async fn raw_upstream(
     ca: &TestCa,
     response: Vec<u8>,
 ) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec![host.to_string()])
-        .unwrap()
-        .signed_by(&key, &ca.issuer)
-        .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (acceptor, listener, addr) = tls_server(host, ca).await;
     let heads = Arc::new(Mutex::new(Vec::new()));
     let heads2 = heads.clone();
     tokio::spawn(async move {
