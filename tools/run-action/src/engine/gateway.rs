@@ -161,7 +161,7 @@ pub(super) async fn start(
         action,
         image,
         (egress_net, &egress_name),
-        config,
+        (config, &roots),
         ctx,
         masker,
     )
@@ -182,14 +182,14 @@ async fn launch(
     action: &Action,
     image: &str,
     (egress_net, egress_name): (&str, &str),
-    config: Zeroizing<Vec<u8>>,
+    (mut config, roots): (GatewayConfig, &str),
     ctx: &Ctx<'_>,
     masker: Masker,
 ) -> Result<Gateway, String> {
     let id = action.id.as_str();
     let net = network_name(id);
     let subnet = create_network(docker, id, &net).await?;
-    let config = splice_subnet(config, &subnet)?;
+    let config = config.bytes(&subnet)?;
     let name = gateway_name(id);
     let opts = CreateContainerOptionsBuilder::default().name(&name).build();
     let body = container_config(id, image, &net, ctx.dispatcher);
@@ -265,7 +265,6 @@ async fn launch(
     let dir = run_dir(ctx.cache, id);
     let ca_file = dir.join("gateway-ca.pem");
     let bundle_file = dir.join("ca-bundle.pem");
-    let roots = read_roots(&ctx.config.gateway_roots)?;
     write_public(&ca_file, ready.ca_pem.as_bytes())?;
     let mut bundle = ready.ca_pem.clone().into_bytes();
     if !bundle.ends_with(b"\n") {
@@ -568,7 +567,7 @@ fn gateway_config(
     secrets: &[Secret],
     roots: &str,
     lifetime_s: u64,
-) -> Result<Zeroizing<Vec<u8>>, NotRun> {
+) -> Result<GatewayConfig, NotRun> {
     let mut inject = Vec::new();
     let mut mask = Vec::new();
     for (name, rule) in &egress.inject {
@@ -581,7 +580,7 @@ fn gateway_config(
             return Err(NotRun::error(format!("secret {name} was not read")));
         };
         let raw = secret.expose_secret();
-        let value = trim_ascii(raw);
+        let value = raw.trim_ascii();
         let text = std::str::from_utf8(value)
             .ok()
             .filter(|v| !v.is_empty() && !v.chars().any(char::is_control));
@@ -597,7 +596,7 @@ fn gateway_config(
         }));
         mask.push(serde_json::Value::String(text.to_string()));
     }
-    let config = serde_json::json!({
+    Ok(GatewayConfig(serde_json::json!({
         "version": 1,
         "listen": "",
         "port": GATEWAY_PORT,
@@ -606,22 +605,35 @@ fn gateway_config(
         "mask": mask,
         "roots_pem": roots,
         "lifetime_s": lifetime_s,
-    });
-    let bytes = serde_json::to_vec(&config)
-        .map_err(|e| NotRun::error(format!("cannot write the gateway's configuration: {e}")))?;
-    zeroize_value(config);
-    Ok(Zeroizing::new(bytes))
+    })))
 }
 
-/// Fill in `listen` (the one field that needs the network).
-fn splice_subnet(config: Zeroizing<Vec<u8>>, subnet: &str) -> Result<Zeroizing<Vec<u8>>, String> {
-    let mut v: serde_json::Value = serde_json::from_slice(&config)
-        .map_err(|e| format!("cannot write the gateway's configuration: {e}"))?;
-    v["listen"] = serde_json::Value::String(subnet.to_string());
-    let out = serde_json::to_vec(&v)
-        .map_err(|e| format!("cannot write the gateway's configuration: {e}"))?;
-    zeroize_value(v);
-    Ok(Zeroizing::new(out))
+/// vault-gateway's configuration, made (and its secrets checked) before
+/// anything is created; its strings are overwritten when it is dropped.
+struct GatewayConfig(serde_json::Value);
+
+impl GatewayConfig {
+    /// The bytes for its stdin, with `listen`, the one field that needs
+    /// the network.
+    fn bytes(&mut self, subnet: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+        self.0["listen"] = serde_json::Value::String(subnet.to_string());
+        serde_json::to_vec(&self.0)
+            .map(Zeroizing::new)
+            .map_err(|e| format!("cannot write the gateway's configuration: {e}"))
+    }
+}
+
+/// It holds credentials: never shown.
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayConfig(<secret>)")
+    }
+}
+
+impl Drop for GatewayConfig {
+    fn drop(&mut self) {
+        zeroize_value(std::mem::take(&mut self.0));
+    }
 }
 
 /// Overwrite every string of a JSON value that held secrets.
@@ -633,18 +645,6 @@ fn zeroize_value(v: serde_json::Value) {
         serde_json::Value::Object(o) => o.into_iter().for_each(|(_, v)| zeroize_value(v)),
         _ => {}
     }
-}
-
-fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 fn read_roots(path: &Path) -> Result<String, String> {
@@ -901,8 +901,8 @@ mod tests {
             secrecy::SecretBox::new(Box::new(b"  injected-value\n".to_vec())),
         ];
         let egress = action.network.egress().unwrap();
-        let c = gateway_config(&action, egress, &secrets, "ROOTS", 99).unwrap();
-        let c = splice_subnet(c, "10.0.0.0/24").unwrap();
+        let mut c = gateway_config(&action, egress, &secrets, "ROOTS", 99).unwrap();
+        let c = c.bytes("10.0.0.0/24").unwrap();
         let v: serde_json::Value = serde_json::from_slice(&c).unwrap();
         assert_eq!(v["listen"], "10.0.0.0/24");
         assert_eq!(v["lifetime_s"], 99);
