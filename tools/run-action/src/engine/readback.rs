@@ -391,11 +391,23 @@ mod tests {
 
     /// What run-action asks for with the default limits.
     fn asked(engine: Engine) -> ContainerCreateBody {
-        let config = RunConfig::default();
-        let action: Action = serde_json::from_value(json!({
-            "id": "a1", "secrets": ["K"], "command": ["true"]
-        }))
-        .unwrap();
+        let action = json!({"id": "a1", "secrets": ["K"], "command": ["true"]});
+        asked_for(action, None, engine)
+    }
+
+    /// What run-action asks for `action` (JSON) under the default settings
+    /// (any allowlist allowed), behind `gateway` if given.
+    fn asked_for(
+        action: serde_json::Value,
+        gateway: Option<&crate::engine::GatewayAttach>,
+        engine: Engine,
+    ) -> ContainerCreateBody {
+        let config = RunConfig {
+            allow_egress: "*".into(),
+            ..RunConfig::default()
+        };
+        let action: Action = serde_json::from_value(action).unwrap();
+        action.validate().unwrap();
         let limits = policy::limits(&action, &config).unwrap();
         let admission = vault_core::admit::Admission::default();
         let ctx = Ctx {
@@ -414,7 +426,7 @@ mod tests {
                 secrets_dir: Some(Path::new("/secrets/x")),
                 action_file: Path::new("/cache/run/a1/action.json"),
                 workspace: None,
-                gateway: None,
+                gateway,
             },
             engine,
         )
@@ -458,30 +470,6 @@ mod tests {
     /// back.
     #[test]
     fn a_gateway_runner_is_configured_and_read_back() {
-        let config = RunConfig::default();
-        let action: Action = serde_json::from_value(json!({
-            "id": "a1", "secrets": ["K", "T"], "command": ["true"],
-            "network": {"allow": ["api.example.org:443"],
-                        "inject": {"T": {"host": "api.example.org", "header": "Authorization"}}}
-        }))
-        .unwrap();
-        action.validate().unwrap();
-        let limits = policy::limits(
-            &action,
-            &RunConfig {
-                allow_egress: "*".into(),
-                ..RunConfig::default()
-            },
-        )
-        .unwrap();
-        let admission = vault_core::admit::Admission::default();
-        let ctx = Ctx {
-            config: &config,
-            admission: &admission,
-            cache: Path::new("/cache"),
-            dispatcher: "d",
-            checkout: None,
-        };
         let attach = crate::engine::GatewayAttach {
             network: "vault-net-a1".into(),
             proxy: "http://10.9.0.2:3128".into(),
@@ -490,17 +478,13 @@ mod tests {
             bundle_file: "/cache/run/a1/ca-bundle.pem".into(),
             hidden: vec![vault_core::SecretName::parse("T").unwrap()],
         };
-        let a = container_config(
-            &action,
-            "img",
-            &limits,
-            &ctx,
-            Binds {
-                secrets_dir: Some(Path::new("/secrets/x")),
-                action_file: Path::new("/cache/run/a1/action.json"),
-                workspace: None,
-                gateway: Some(&attach),
-            },
+        let a = asked_for(
+            json!({
+                "id": "a1", "secrets": ["K", "T"], "command": ["true"],
+                "network": {"allow": ["api.example.org:443"],
+                            "inject": {"T": {"host": "api.example.org", "header": "Authorization"}}}
+            }),
+            Some(&attach),
             Engine::Docker,
         );
         let hc = a.host_config.as_ref().unwrap();
