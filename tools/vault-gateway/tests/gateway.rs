@@ -361,13 +361,18 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// A gateway allowing only `api.test:443`, which is `up`, with `roots`.
+async fn gateway_to(up: SocketAddr, roots: &str) -> Gateway {
+    let mut cfg = config(&["api.test:443"], roots);
+    cfg.override_address("api.test:443", up);
+    Gateway::start(cfg).await.unwrap()
+}
+
 #[tokio::test]
 async fn injects_the_token_and_masks_it_in_the_response() {
     let ca = test_ca();
     let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
-    let mut cfg = config(&["api.test:443"], &ca.pem);
-    cfg.override_address("api.test:443", up);
-    let gw = Gateway::start(cfg).await.unwrap();
+    let gw = gateway_to(up, &ca.pem).await;
 
     let (status, tunnel) = connect(gw.addr(), "api.test:443").await;
     assert_eq!(status, StatusCode::OK);
@@ -416,9 +421,7 @@ async fn injects_the_token_and_masks_it_in_the_response() {
 async fn several_requests_in_one_tunnel_are_each_injected_and_masked() {
     let ca = test_ca();
     let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
-    let mut cfg = config(&["api.test:443"], &ca.pem);
-    cfg.override_address("api.test:443", up);
-    let gw = Gateway::start(cfg).await.unwrap();
+    let gw = gateway_to(up, &ca.pem).await;
     let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
     let mut sender = https_client(tunnel.unwrap(), gw.ca_pem(), "api.test").await;
     for i in 0..3 {
@@ -580,9 +583,7 @@ async fn untrusted_upstream_certificate_is_a_502_and_gets_no_token() {
     let trusted = test_ca();
     let other = test_ca();
     let (up, seen) = upstream("api.test", &other, Mode::Echo).await;
-    let mut cfg = config(&["api.test:443"], &trusted.pem);
-    cfg.override_address("api.test:443", up);
-    let gw = Gateway::start(cfg).await.unwrap();
+    let gw = gateway_to(up, &trusted.pem).await;
     let (status, tunnel) = connect(gw.addr(), "api.test:443").await;
     assert_eq!(status, StatusCode::OK);
     let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
@@ -598,9 +599,7 @@ async fn untrusted_upstream_certificate_is_a_502_and_gets_no_token() {
 async fn content_encoded_responses_are_replaced_by_a_502() {
     let ca = test_ca();
     let (up, seen) = upstream("api.test", &ca, Mode::Gzip).await;
-    let mut cfg = config(&["api.test:443"], &ca.pem);
-    cfg.override_address("api.test:443", up);
-    let gw = Gateway::start(cfg).await.unwrap();
+    let gw = gateway_to(up, &ca.pem).await;
     let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
     let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
@@ -614,9 +613,7 @@ async fn content_encoded_responses_are_replaced_by_a_502() {
 async fn range_headers_are_not_forwarded() {
     let ca = test_ca();
     let (up, seen) = upstream("api.test", &ca, Mode::Echo).await;
-    let mut cfg = config(&["api.test:443"], &ca.pem);
-    cfg.override_address("api.test:443", up);
-    let gw = Gateway::start(cfg).await.unwrap();
+    let gw = gateway_to(up, &ca.pem).await;
     let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
     let resp = https_get(
         tunnel.unwrap(),
@@ -639,9 +636,7 @@ async fn range_headers_are_not_forwarded() {
 async fn partial_content_is_replaced_by_a_502() {
     let ca = test_ca();
     let (up, seen) = upstream("api.test", &ca, Mode::Partial).await;
-    let mut cfg = config(&["api.test:443"], &ca.pem);
-    cfg.override_address("api.test:443", up);
-    let gw = Gateway::start(cfg).await.unwrap();
+    let gw = gateway_to(up, &ca.pem).await;
     let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
     let mut sender = https_client(tunnel.unwrap(), gw.ca_pem(), "api.test").await;
     // Twice in one tunnel: the upstream connection with the unread 206
@@ -693,9 +688,7 @@ async fn transfer_codings_other_than_chunked_are_replaced_by_a_502() {
     for response in cases {
         let ca = test_ca();
         let (up, heads) = raw_upstream("api.test", &ca, response.clone().into_bytes()).await;
-        let mut cfg = config(&["api.test:443"], &ca.pem);
-        cfg.override_address("api.test:443", up);
-        let gw = Gateway::start(cfg).await.unwrap();
+        let gw = gateway_to(up, &ca.pem).await;
         let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
         let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{response:?}");
@@ -720,9 +713,7 @@ async fn a_plain_chunked_response_is_masked() {
     );
     let ca = test_ca();
     let (up, heads) = raw_upstream("api.test", &ca, response.into_bytes()).await;
-    let mut cfg = config(&["api.test:443"], &ca.pem);
-    cfg.override_address("api.test:443", up);
-    let gw = Gateway::start(cfg).await.unwrap();
+    let gw = gateway_to(up, &ca.pem).await;
     let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
     let resp = https_get(tunnel.unwrap(), gw.ca_pem(), "api.test", &[]).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -847,9 +838,7 @@ async fn a_reason_phrase_is_never_passed_back() {
 async fn the_status_line_is_canonical_on_the_wire() {
     let ca = test_ca();
     let (up, _) = upstream("api.test", &ca, Mode::ReasonEcho).await;
-    let mut cfg = config(&["api.test:443"], &ca.pem);
-    cfg.override_address("api.test:443", up);
-    let gw = Gateway::start(cfg).await.unwrap();
+    let gw = gateway_to(up, &ca.pem).await;
     let (_, tunnel) = connect(gw.addr(), "api.test:443").await;
     let mut tls = tls_in_tunnel(tunnel.unwrap(), gw.ca_pem(), "api.test").await;
     tls.write_all(b"GET / HTTP/1.1\r\nhost: api.test\r\nconnection: close\r\n\r\n")
