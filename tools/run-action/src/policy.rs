@@ -24,15 +24,17 @@ pub enum Refusal {
     Egress(String),
 }
 
-/// True when `image` matches one of the comma-separated patterns, where
-/// `*` matches any run of characters (including `/` and `:`). Refs are
-/// compared as written: `busybox` does not match `busybox:latest`.
-pub fn image_allowed(allow: &str, image: &str) -> bool {
+/// True when `value` (an image ref, an allowlist entry) matches one of
+/// the comma-separated patterns of a setting (`VAULT_ALLOW_IMAGES`,
+/// `VAULT_ALLOW_EGRESS`), where `*` matches any run of characters
+/// (including `/` and `:`). Values are compared as written: `busybox` does
+/// not match `busybox:latest`.
+pub fn listed(allow: &str, value: &str) -> bool {
     allow
         .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .any(|p| vault_core::glob::matches(p, image))
+        .any(|p| vault_core::glob::matches(p, value))
 }
 
 /// The action's timeout (else the default), capped by `--max-timeout-s`.
@@ -49,11 +51,7 @@ pub fn limits(action: &Action, cfg: &RunConfig) -> Result<Limits, Refusal> {
         return Err(Refusal::Bridge);
     }
     if let Some(e) = action.network.egress() {
-        if let Some(entry) = e
-            .allow
-            .iter()
-            .find(|a| !image_allowed(&cfg.allow_egress, a))
-        {
+        if let Some(entry) = e.allow.iter().find(|a| !listed(&cfg.allow_egress, a)) {
             return Err(Refusal::Egress(entry.clone()));
         }
     }
@@ -81,19 +79,19 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(image_allowed("vault-runner:test", "vault-runner:test"));
-        assert!(image_allowed(" a , vault-runner:*", "vault-runner:test"));
-        assert!(image_allowed("reg.example/org/*", "reg.example/org/x/y:1"));
-        assert!(image_allowed("*", "anything"));
-        assert!(image_allowed("a*b*c", "aXXbYYc"));
-        assert!(!image_allowed("a*b*c", "aXXbYY"));
-        assert!(!image_allowed("", "busybox"));
-        assert!(!image_allowed(",,", "busybox"));
-        assert!(!image_allowed("busybox", "busybox:latest"));
-        assert!(!image_allowed("vault-runner:test", "vault-runner:test2"));
-        assert!(!image_allowed("x*", ""));
+        assert!(listed("vault-runner:test", "vault-runner:test"));
+        assert!(listed(" a , vault-runner:*", "vault-runner:test"));
+        assert!(listed("reg.example/org/*", "reg.example/org/x/y:1"));
+        assert!(listed("*", "anything"));
+        assert!(listed("a*b*c", "aXXbYYc"));
+        assert!(!listed("a*b*c", "aXXbYY"));
+        assert!(!listed("", "busybox"));
+        assert!(!listed(",,", "busybox"));
+        assert!(!listed("busybox", "busybox:latest"));
+        assert!(!listed("vault-runner:test", "vault-runner:test2"));
+        assert!(!listed("x*", ""));
         let hostile = format!("{}b", "*a".repeat(50));
-        assert!(!image_allowed(&hostile, &"a".repeat(5000)));
+        assert!(!listed(&hostile, &"a".repeat(5000)));
     }
 
     fn action(json: &str) -> Action {

@@ -38,7 +38,7 @@ pub(super) fn preflight(
             "the action names no image and VAULT_RUNNER_IMAGE is not set",
         ));
     };
-    if !policy::image_allowed(&cfg.allow_images, &image) {
+    if !policy::listed(&cfg.allow_images, &image) {
         return Err(NotRun::rejected(policy::Refusal::Image(image)));
     }
     let limits = policy::limits(action, cfg).map_err(NotRun::rejected)?;
